@@ -1,0 +1,162 @@
+"""ComfyUI adapter for the guidance engine: turns ComfyUI's objects into the engine's three callables.
+
+Every ComfyUI quirk the guided sampler has to work around lives here, one function each:
+- prompts run under torch.inference_mode() and weights are inference tensors;
+- VAE.decode clamps, moves to the CPU and may tile under inference mode;
+- the model wrapper batches CFG branches, which we may want to differentiate separately.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import comfy.model_management
+import comfy.model_sampling
+import comfy.samplers
+import torch
+
+from ..guidance.config import GuidanceConfig
+from ..guidance.errors import SteerError
+from ..guidance.losses.base import Loss
+from ..guidance.noise_law import FLOW, VARIANCE_EXPLODING
+from ..guidance.sampler import sample
+from ..guidance.trace import GuidanceTrace
+
+log = logging.getLogger("steer")
+
+
+def _identity(weight, *args, **kwargs):
+    return weight
+
+
+def differentiable_clone(patcher, prefix: str = ""):
+    """A clone of `patcher` whose layers re-materialise their weights on every forward.
+
+    Loader nodes build weights under inference mode, and autograd refuses to save inference
+    tensors for backward. An identity weight wrapper makes comfy.ops copy each weight into a
+    normal tensor per forward (cast_bias_weight(copy=True)), as ComfyUI's own nodes_train does.
+    The upstream patcher is untouched: wrappers live on the clone only.
+    """
+    clone = patcher.clone()
+    for name, module in patcher.model.named_modules():
+        if not name.startswith(prefix) or not hasattr(module, "weight_function"):
+            continue
+        if getattr(module, "weight", None) is not None:
+            clone.add_weight_wrapper(f"{name}.weight", _identity)
+        if getattr(module, "bias", None) is not None:
+            clone.add_weight_wrapper(f"{name}.bias", _identity)
+    return clone
+
+
+def noise_law_of(model_sampling):
+    """Flow models (SD3, Flux...) mix x = (1 − σ)·x0 + σ·n; every other ComfyUI model is x0 + σ·n."""
+    return FLOW if isinstance(model_sampling, comfy.model_sampling.CONST) else VARIANCE_EXPLODING
+
+
+def make_decoder(vae, latent_format):
+    """latent (sampler space) → images (B, 3, H, W) in about [0, 1], keeping gradients.
+
+    VAE.decode cannot be used: it clamps (zero gradient at the limits), moves to the CPU and
+    falls back to inference-mode tiling on OOM. We call the decoder module directly.
+    """
+    first_stage = vae.first_stage_model
+
+    def decode(latent: torch.Tensor) -> torch.Tensor:
+        z = latent_format.process_out(latent).to(device=vae.device, dtype=vae.vae_dtype)
+        image = first_stage.decode(z)
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise SteerError(
+                f"this VAE decodes to shape {tuple(image.shape)}, not to images; guided sampling needs an image VAE "
+                "that matches the model (for example the checkpoint's own VAE)"
+            )
+        return (image.float() + 1.0) / 2.0
+
+    return decode
+
+
+def positive_branch_only(model_options: dict) -> dict:
+    """model_options whose gradient runs through the positive (first) cond only.
+
+    The other branches are computed in a separate no-grad pass, so backward costs one branch,
+    not the whole CFG batch. The guider's own CFG function still combines the results.
+    """
+    previous = model_options.get("sampler_calc_cond_batch_function")
+
+    def calc_cond_batch(args):
+        conds, x, sigma, model, options = args["conds"], args["input"], args["sigma"], args["model"], args["model_options"]
+
+        def run(selected, x_in):
+            if previous is not None:
+                return previous({**args, "conds": selected, "input": x_in})
+            return comfy.samplers.calc_cond_batch(model, selected, x_in, sigma, options)
+
+        if not (torch.is_grad_enabled() and x.requires_grad) or len(conds) < 2 or conds[1] is None:
+            return run(conds, x)
+        positive = run([conds[0]] + [None] * (len(conds) - 1), x)[0]
+        with torch.no_grad():
+            others = run([None] + list(conds[1:]), x.detach())
+        return [positive] + list(others[1:])
+
+    options = dict(model_options)
+    options["sampler_calc_cond_batch_function"] = calc_cond_batch
+    return options
+
+
+@contextlib.contextmanager
+def differentiable_models(guider, vae, config: GuidanceConfig):
+    """Loads differentiable clones of the UNet (when the gradient goes through it) and the VAE
+    together, then hands the model back to the guider's own patcher, even on error."""
+    original = guider.model_patcher
+    unet = differentiable_clone(original) if config.gradient_path == "through_model" else original
+    vae_patcher = differentiable_clone(vae.patcher)
+    comfy.model_management.load_models_gpu([unet, vae_patcher])
+    try:
+        yield
+    finally:
+        if unet is not original:
+            comfy.model_management.load_models_gpu([original])
+
+
+def guided_sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, *, vae, loss: Loss, config: GuidanceConfig, trace: GuidanceTrace):
+    """A k-diffusion style sampler function for comfy.samplers.KSAMPLER."""
+    extra_args = dict(extra_args or {})
+    guider = model.inner_model
+    base_model = guider.inner_model
+    law = noise_law_of(base_model.model_sampling)
+    if config.cfg_gradient == "positive":
+        extra_args["model_options"] = positive_branch_only(extra_args.get("model_options", {}))
+    seed = extra_args.get("seed")
+
+    with torch.inference_mode(False), differentiable_models(guider, vae, config):
+        # Inputs arrive as inference tensors; clones are normal tensors autograd may save.
+        x = x.clone()
+        sigmas = sigmas.clone()
+        decode = make_decoder(vae, base_model.latent_format)
+
+        def denoise(x_in: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return model(x_in, sigma, **extra_args)
+
+        def on_step(i: int, x_now: torch.Tensor, x0: torch.Tensor) -> None:
+            if callback is not None:
+                callback({"x": x_now, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": x0})
+
+        return sample(
+            denoise,
+            decode,
+            loss,
+            x,
+            sigmas,
+            config,
+            law=law,
+            seed=seed,
+            on_step=on_step,
+            check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
+            trace=trace,
+        )
+
+
+def make_sampler(vae, loss: Loss, config: GuidanceConfig, trace: GuidanceTrace):
+    return comfy.samplers.KSAMPLER(
+        guided_sampler_function,
+        extra_options={"vae": vae, "loss": loss, "config": config, "trace": trace},
+    )
