@@ -1,0 +1,265 @@
+"""The Backbone over diffusers + transformers: UNet2DConditionModel, CLIPTextModel,
+CLIPTokenizer and AutoencoderKL. Used for headless training on diffusers model folders and
+for the unit tests on tiny configs.
+
+- The new token never enters the tokenizer: the prompt is tokenized around "[V]" and a
+  forward hook on CLIP's token-embedding layer writes the trainable vector into that slot,
+  so the text encoder itself is never modified and gradients reach the vector through it.
+- Cross-attention capture is a diffusers attention processor installed on attn2 only, for the
+  duration of `attention_capture`; attn1 keeps whatever processor it had (SDPA by default).
+- The UNet is trained in float32 (autocast supplies bf16/fp16 compute); the frozen text
+  encoder and VAE may live in a half dtype. A CPU copy of the base UNet (in its original
+  dtype, hence exact) gives the weight deltas for export.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Sequence
+
+import torch
+
+from ..guidance.errors import SteerError
+from .backbone import EncodedPrompt
+from .ldm_names import diffusers_to_ldm_names
+from .regularizer import AttentionCapture
+from .schedule import NoiseSchedule
+from .stages import CONCEPT_PLACEHOLDER, CROSS_ATTENTION, TOKEN, UNET
+
+# ComfyUI's embedding-file key per token width (comfy/sd1_clip.py, text_encoders/sd2_clip.py).
+EMBEDDING_KEYS = {768: "clip_l", 1024: "clip_h"}
+
+
+class CapturingCrossAttnProcessor:
+    """Cross-attention with explicit softmax probabilities, handed to an AttentionCapture.
+
+    Same maths as diffusers' AttnProcessor2_0 except that softmax(QKᵀ·scale) is materialised
+    (in float32, as the official hook's plain attention does at fp32) so the [V] and category
+    columns can be kept in the graph. Cross-attention has only 77 keys, so this costs little.
+    """
+
+    def __init__(self, capture: AttentionCapture):
+        self.capture = capture
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+        if encoder_hidden_states is None:
+            raise RuntimeError("CapturingCrossAttnProcessor is for cross-attention (attn2) layers only")
+        batch_size, key_length, _ = encoder_hidden_states.shape
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, key_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        with torch.autocast(query.device.type, enabled=False):  # scores and softmax in float32 even under autocast
+            scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale
+            if attention_mask is not None:
+                scores = scores + attention_mask.float()
+            probabilities = scores.softmax(dim=-1)  # (batch, heads, pixels, tokens)
+            self.capture.record(probabilities)
+            hidden_states = torch.matmul(probabilities.to(value.dtype), value)
+
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+class DiffusersBackbone:
+    def __init__(
+        self,
+        unet,
+        text_encoder,
+        tokenizer,
+        vae,
+        scheduler,
+        *,
+        device: str | torch.device = "cpu",
+        frozen_dtype: torch.dtype | None = None,
+        identity: str = "diffusers",
+    ):
+        _check_supported(unet, text_encoder)
+        self.device = torch.device(device)
+        if frozen_dtype is None:  # the frozen text encoder and VAE: half precision on a GPU
+            frozen_dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.identity = identity
+        self.tokenizer = tokenizer
+        self.schedule = NoiseSchedule(torch.as_tensor(scheduler.alphas_cumprod), scheduler.config.prediction_type)
+
+        # Exact base weights for export, kept in the dtype they came in (fp16 stays exact).
+        self._base_unet = {name: parameter.detach().to("cpu", copy=True) for name, parameter in unet.named_parameters()}
+        self._ldm_names = diffusers_to_ldm_names(unet)
+
+        self.unet = _placed(unet, self.device, torch.float32).train().requires_grad_(False)
+        self.text_encoder = _placed(text_encoder, self.device, frozen_dtype).eval().requires_grad_(False)
+        self.vae = _placed(vae, self.device, frozen_dtype).eval().requires_grad_(False)
+
+        width = text_encoder.get_input_embeddings().weight.shape[1]
+        self.embedding_key = EMBEDDING_KEYS.get(width, "clip_l")
+        self.token = torch.nn.Parameter(torch.zeros(width, device=self.device, dtype=torch.float32), requires_grad=False)
+        self._groups = {
+            TOKEN: {"token": self.token},
+            CROSS_ATTENTION: {name: p for name, p in self.unet.named_parameters() if ".attn2." in name},
+            UNET: dict(self.unet.named_parameters()),
+        }
+
+    @classmethod
+    def from_pretrained(cls, folder: str, *, device: str | torch.device = "cpu", frozen_dtype: torch.dtype | None = None) -> "DiffusersBackbone":
+        """A local diffusers model folder (unet/, text_encoder/, tokenizer/, vae/, scheduler/).
+        Never downloads: a name that is not a local folder is refused."""
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        if not os.path.isdir(folder):
+            raise SteerError(f"{folder!r} is not a folder; give the path of a diffusers model folder (with unet/, text_encoder/, vae/...)")
+        missing = [part for part in ("unet", "text_encoder", "tokenizer", "vae", "scheduler") if not os.path.isdir(os.path.join(folder, part))]
+        if missing:
+            raise SteerError(f"{folder!r} is not a Stable Diffusion diffusers folder: it has no {', '.join(missing)} subfolder(s)")
+        local = {"local_files_only": True}
+        return cls(
+            UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **local),
+            CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **local),
+            CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **local),
+            AutoencoderKL.from_pretrained(folder, subfolder="vae", **local),
+            DDPMScheduler.from_pretrained(folder, subfolder="scheduler", **local),
+            device=device,
+            frozen_dtype=frozen_dtype,
+            identity=os.path.basename(os.path.normpath(folder)),
+        )
+
+    # --- parameters -------------------------------------------------------------------------
+
+    def parameter_groups(self):
+        return self._groups
+
+    def reset_token(self, category: str) -> None:
+        ids = self._word_ids(category)
+        if not ids:
+            raise SteerError(f"the category {category!r} has no tokens; name the subject's category with a word such as 'dog'")
+        with torch.no_grad():
+            row = self.text_encoder.get_input_embeddings().weight[ids[0]]
+            self.token.copy_(row.float())
+
+    def token_embedding(self) -> torch.Tensor:
+        return self.token.detach().float().cpu()[None]
+
+    def unet_weight_deltas(self) -> dict[str, torch.Tensor]:
+        deltas = {}
+        for name, parameter in self.unet.named_parameters():
+            delta = parameter.detach().float().cpu() - self._base_unet[name].float()
+            if delta.any():
+                deltas[self._ldm_names[name]] = delta
+        return deltas
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        if enabled:
+            self.unet.enable_gradient_checkpointing()
+        else:
+            self.unet.disable_gradient_checkpointing()
+
+    # --- text --------------------------------------------------------------------------------
+
+    def _word_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def _max_length(self) -> int:
+        length = self.tokenizer.model_max_length
+        return length if 0 < length < 100_000 else self.text_encoder.config.max_position_embeddings
+
+    def encode_prompt(self, prompt: str) -> EncodedPrompt:
+        if prompt.count(CONCEPT_PLACEHOLDER) != 1:
+            raise ValueError(f"the prompt needs exactly one {CONCEPT_PLACEHOLDER}: {prompt!r}")
+        before, after = (part.strip() for part in prompt.split(CONCEPT_PLACEHOLDER))
+        before_ids, after_ids = self._word_ids(before) if before else [], self._word_ids(after) if after else []
+        if not after_ids:
+            raise SteerError("the training prompt must continue after the new token with the category word")
+        # The slot's id is irrelevant (the hook overwrites its embedding); the category's keeps it in-vocabulary.
+        ids = [self.tokenizer.bos_token_id, *before_ids, after_ids[0], *after_ids, self.tokenizer.eos_token_id]
+        max_length = self._max_length()
+        if len(ids) > max_length:
+            raise SteerError(f"the training prompt is {len(ids)} tokens long; the text encoder takes {max_length}. Use a shorter category")
+        ids += [self.tokenizer.pad_token_id] * (max_length - len(ids))
+        token_index = 1 + len(before_ids)
+
+        def insert_token(module, inputs, output):
+            vector = self.token.to(output.dtype).view(1, 1, -1).expand(output.shape[0], 1, -1)
+            return torch.cat([output[:, :token_index], vector, output[:, token_index + 1 :]], dim=1)
+
+        handle = self.text_encoder.get_input_embeddings().register_forward_hook(insert_token)
+        try:
+            input_ids = torch.tensor([ids], device=self.device)
+            embeddings = self.text_encoder(input_ids)[0]
+        finally:
+            handle.remove()
+        return EncodedPrompt(embeddings=embeddings, token_index=token_index, category_index=token_index + 1)
+
+    # --- images and the UNet ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        distribution = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
+        shape = distribution.mean.shape[1:]
+        noise = torch.stack([torch.randn(shape, generator=generator) for generator in generators])
+        latents = distribution.mean + distribution.std * noise.to(self.device, distribution.mean.dtype)
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return ((latents - shift) * self.vae.config.scaling_factor).float()
+
+    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        return self.unet(noisy_latents.to(self.device), timesteps.to(self.device), encoder_hidden_states=text_embeddings.to(self.device)).sample
+
+    @contextmanager
+    def attention_capture(self, capture: AttentionCapture):
+        originals = self.unet.attn_processors
+        capturing = CapturingCrossAttnProcessor(capture)
+        self.unet.set_attn_processor({name: capturing if name.endswith("attn2.processor") else processor for name, processor in originals.items()})
+        try:
+            yield
+        finally:
+            self.unet.set_attn_processor(originals)
+
+
+def _placed(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    # Cast only when needed: diffusers warns on every .to(dtype), even a no-op one.
+    if any(parameter.dtype != dtype for parameter in module.parameters()):
+        module = module.to(dtype=dtype)
+    return module.to(device)
+
+
+def _check_supported(unet, text_encoder) -> None:
+    config = unet.config
+    if getattr(config, "addition_embed_type", None) == "text_time":
+        raise SteerError("SDXL is not supported yet by AttnDreamBooth training; use an SD1.x or SD2.x model")
+    if not hasattr(unet, "down_blocks") or getattr(config, "cross_attention_dim", None) is None:
+        raise SteerError("this model is not a Stable Diffusion UNet; AttnDreamBooth training supports SD1.x and SD2.x")
+    width = text_encoder.config.hidden_size
+    if config.cross_attention_dim != width:
+        raise SteerError(
+            f"the text encoder ({width}-wide) does not match the UNet (cross-attention width {config.cross_attention_dim}); "
+            f"load the text encoder that belongs to this model"
+        )

@@ -1,0 +1,290 @@
+"""Runs a TrainingPlan's three stages over any Backbone.
+
+Per step (official train_attndreambooth.py): a batch of augmented photos -> latents -> x_t at
+t ~ U{0..T-1} -> model output -> MSE against ε (or v) + the cross-attention regularizer ->
+AdamW step with a constant learning rate, no gradient clipping. Only the stage's parameter
+group is trainable; everything else is frozen and stays bit-identical.
+
+Reproducible and resumable: every random draw of step k comes from generators seeded by
+(seed, stage, step, sample), so a resumed run replays the same batches, and the checkpoint
+restores the weights and AdamW moments exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..guidance.errors import SteerError
+from .backbone import Backbone
+from .checkpoint import CheckpointStore, TrainingState
+from .data import TrainingImages, image_order, mix_seed, sample_generator
+from .regularizer import AttentionCapture, attention_regularizer
+from .stages import PARAMETER_GROUPS, TOKEN, StageConfig, TrainingPlan
+
+# progress(stage_name, completed_step, stage_steps, loss); raising from it cancels cleanly.
+ProgressCallback = Callable[[str, int, int, float], None]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How to run, as opposed to what to train (TrainingPlan)."""
+
+    # Autocast compute dtype; trainable weights stay float32. "auto": bf16 on CUDA GPUs that
+    # support it, else fp16 on CUDA (with loss scaling), fp32 on the CPU.
+    precision: str = "auto"
+    gradient_checkpointing: bool = True
+    # Steps between periodic checkpoints inside a stage; 0 = only at stage ends and on cancel
+    # (a stage-3 checkpoint holds the whole UNet and its AdamW moments: ~3× the UNet's size).
+    checkpoint_every: int = 0
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise SteerError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.checkpoint_every < 0:
+            raise SteerError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        precision = self.precision
+        if precision == "auto":
+            if device.type != "cuda":
+                return None
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+@dataclass
+class TrainingResult:
+    history: list[dict]  # one {"stage", "step", "loss", "diffusion", "regularizer"} per step
+    seconds: float  # training time, summed over resumed runs
+    resumed_at: tuple[str, int] | None  # (stage, completed steps) this run started from
+    plan: TrainingPlan = field(repr=False)
+    category: str = ""
+    seed: int = 0
+
+
+def validate_category(category: str) -> str:
+    category = " ".join(str(category).split())
+    if not category:
+        raise SteerError("give the subject's category, a plain word such as 'dog', 'doll' or 'backpack'")
+    if len(category) > 60 or any(character in category for character in "[]{}()<>:\\"):
+        raise SteerError(f"the category must be a short plain word or two such as 'dog' or 'teddy bear', got {category!r}")
+    return category
+
+
+def run_fingerprint(backbone: Backbone, images: TrainingImages, category: str, plan: TrainingPlan, seed: int) -> str:
+    """Identifies a run: same photos, category, plan, seed and base model -> same fingerprint."""
+    digest = hashlib.sha256()
+    digest.update(images.fingerprint_bytes())
+    digest.update(json.dumps({"category": category, "plan": plan.to_dict(), "seed": seed, "model": backbone.identity}, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def train(
+    backbone: Backbone,
+    images: TrainingImages,
+    category: str,
+    plan: TrainingPlan,
+    seed: int,
+    *,
+    checkpoint_folder: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    options: RuntimeOptions = RuntimeOptions(),
+) -> TrainingResult:
+    category = validate_category(category)
+    if images.resolution != plan.resolution:
+        raise ValueError(f"images prepared at {images.resolution} px, plan trains at {plan.resolution} px")
+    groups = backbone.parameter_groups()
+    if set(groups) != set(PARAMETER_GROUPS):
+        raise TypeError(f"backbone parameter groups are {sorted(groups)}, expected {PARAMETER_GROUPS}")
+
+    store = CheckpointStore(checkpoint_folder, run_fingerprint(backbone, images, category, plan, seed)) if checkpoint_folder else None
+    state = store.load() if store else None
+    resumed_at = None
+    backbone.reset_token(category)
+    if state is None:
+        state = TrainingState()
+        if store:
+            store.clear()
+    else:
+        _load_weights(groups, state.weights)
+        if state.stage_index < len(plan.stages):
+            resumed_at = (plan.stages[state.stage_index].name, state.step)
+        else:
+            resumed_at = (plan.stages[-1].name, plan.stages[-1].steps)
+
+    run = _StageRunner(backbone, images, category, plan, seed, options, store, state, progress)
+    backbone.set_gradient_checkpointing(options.gradient_checkpointing)
+    try:
+        for stage_index in range(state.stage_index, len(plan.stages)):
+            run.stage(stage_index)
+    finally:
+        backbone.set_gradient_checkpointing(False)
+        for parameters in groups.values():
+            for parameter in parameters.values():
+                parameter.requires_grad_(False)
+    return TrainingResult(history=state.history, seconds=state.seconds, resumed_at=resumed_at, plan=plan, category=category, seed=seed)
+
+
+def _load_weights(groups, weights: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for key, value in weights.items():
+            group, name = key.split("/", 1)
+            groups[group][name].copy_(value)
+
+
+class _StageRunner:
+    def __init__(self, backbone, images, category, plan, seed, options, store, state, progress):
+        self.backbone, self.images, self.plan, self.seed = backbone, images, plan, seed
+        self.prompt = plan.prompt(category)
+        self.options, self.store, self.state, self.progress = options, store, state, progress
+        self.groups = backbone.parameter_groups()
+        self.autocast_dtype = options.autocast_dtype(backbone.device)
+
+    def stage(self, stage_index: int) -> None:
+        stage = self.plan.stages[stage_index]
+        start = self.state.step if stage_index == self.state.stage_index else 0
+        trainable = self._freeze_all_but(stage.parameter_group)
+        if stage.steps == 0:  # a custom plan may skip a stage
+            self._save(stage_index + 1, 0, None, None, trainable)
+            return
+        optimizer = torch.optim.AdamW(
+            list(trainable.values()),
+            lr=stage.learning_rate,
+            betas=stage.adam_betas,
+            eps=stage.adam_epsilon,
+            weight_decay=stage.weight_decay,
+        )
+        scaler = torch.amp.GradScaler(self.backbone.device.type, enabled=self.autocast_dtype == torch.float16)
+        if start > 0 and self.state.optimizer:
+            _restore_optimizer(optimizer, trainable, self.state)
+            if self.state.grad_scaler and scaler.is_enabled():
+                scaler.load_state_dict(self.state.grad_scaler)
+
+        capture = AttentionCapture() if stage.regularizer.enabled else None
+        frozen_prompt = None
+        if stage.parameter_group != TOKEN:  # the text side is constant: encode once
+            with torch.no_grad():
+                frozen_prompt = self.backbone.encode_prompt(self.prompt)
+
+        with self.backbone.attention_capture(capture) if capture else nullcontext():
+            for step in range(start, stage.steps):
+                began = time.perf_counter()
+                losses = self._step(stage_index, stage, step, optimizer, scaler, capture, frozen_prompt)
+                self.state.seconds += time.perf_counter() - began
+                self.state.history.append({"stage": stage.name, "step": step + 1, **losses})
+                if self.options.checkpoint_every and (step + 1) % self.options.checkpoint_every == 0 and step + 1 < stage.steps:
+                    self._save(stage_index, step + 1, optimizer, scaler, trainable)
+                if self.progress is not None:
+                    try:
+                        self.progress(stage.name, step + 1, stage.steps, losses["loss"])
+                    except BaseException:
+                        self._save(stage_index, step + 1, optimizer, scaler, trainable)
+                        raise
+        self._save(stage_index + 1, 0, None, None, trainable)
+
+    def _freeze_all_but(self, group: str) -> dict[str, torch.nn.Parameter]:
+        for parameters in self.groups.values():
+            for parameter in parameters.values():
+                parameter.requires_grad_(False)
+        trainable = dict(self.groups[group])
+        for name, parameter in trainable.items():
+            if parameter.dtype != torch.float32:
+                raise TypeError(f"trainable parameter {group}/{name} is {parameter.dtype}; backbones keep trainable weights in float32")
+            parameter.requires_grad_(True)
+        return trainable
+
+    def _step(self, stage_index, stage: StageConfig, step, optimizer, scaler, capture, frozen_prompt) -> dict[str, float]:
+        backbone, device = self.backbone, self.backbone.device
+        batch, micro = stage.batch_size, stage.micro_batch_size
+        positions = range(step * batch, (step + 1) * batch)
+        photo_indices = image_order(len(self.images), self.plan.image_repeats, mix_seed(self.seed, stage_index), positions)
+        generators = [sample_generator(self.seed, stage_index, step, sample) for sample in range(batch)]
+        pixels = torch.stack([self.images.sample(index, generator) for index, generator in zip(photo_indices, generators)])
+
+        optimizer.zero_grad(set_to_none=True)
+        diffusion_total = regularizer_total = 0.0
+        for first in range(0, batch, micro):
+            part = slice(first, first + micro)
+            part_generators = generators[part]
+            latents = backbone.encode_images(pixels[part], part_generators)
+            noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in part_generators]).to(device)
+            timesteps = torch.cat([torch.randint(0, backbone.schedule.num_timesteps, (1,), generator=g) for g in part_generators])
+            noisy = backbone.schedule.add_noise(latents, noise, timesteps)
+            target = backbone.schedule.target(latents, noise, timesteps)
+
+            with torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
+                prompt = frozen_prompt if frozen_prompt is not None else backbone.encode_prompt(self.prompt)
+                text = prompt.embeddings.expand(latents.shape[0], -1, -1)
+                recording = capture.recording(prompt.token_index, prompt.category_index) if capture else nullcontext([])
+                with recording as maps:
+                    prediction = backbone.predict_noise(noisy, timesteps.to(device), text)
+            # MSE is a mean over the batch: each micro-batch carries its share. The regularizer
+            # is a sum over the batch: each micro-batch adds its items in full.
+            diffusion = F.mse_loss(prediction.float(), target.float()) * (micro / batch)
+            regularizer = attention_regularizer(maps, stage.regularizer) if capture else diffusion.new_zeros(())
+            loss = diffusion + regularizer
+            if not torch.isfinite(loss):
+                raise SteerError(
+                    f"the loss became {loss.item()} at {stage.name} step {step + 1}; lower that stage's learning rate "
+                    f"or use precision 'fp32'/'bf16' instead of 'fp16'"
+                )
+            scaler.scale(loss).backward()
+            diffusion_total += diffusion.item()
+            regularizer_total += regularizer.item()
+        scaler.step(optimizer)
+        scaler.update()
+        return {"loss": diffusion_total + regularizer_total, "diffusion": diffusion_total, "regularizer": regularizer_total}
+
+    def _save(self, stage_index, step, optimizer, scaler, trainable) -> None:
+        if self.store is None:
+            return
+        state = self.state
+        state.stage_index, state.step = stage_index, step
+        trained_stages = self.plan.stages[: stage_index + (1 if step else 0)]
+        trained_groups = {stage.parameter_group for stage in trained_stages if stage.steps}
+        state.weights = {
+            f"{group}/{name}": parameter.detach().cpu()
+            for group in _covering_groups(trained_groups)
+            for name, parameter in self.groups[group].items()
+        }
+        state.optimizer, state.optimizer_step, state.grad_scaler = {}, 0, None
+        if optimizer is not None:
+            names = {id(parameter): name for name, parameter in trainable.items()}
+            for parameter, moments in optimizer.state.items():
+                for moment in ("exp_avg", "exp_avg_sq"):
+                    state.optimizer[f"{moment}/{names[id(parameter)]}"] = moments[moment].detach().cpu()
+                state.optimizer_step = int(moments["step"])
+            if scaler is not None and scaler.is_enabled():
+                state.grad_scaler = scaler.state_dict()
+        self.store.save(state)
+
+
+def _covering_groups(groups: set[str]) -> list[str]:
+    """The fewest groups that hold every trained parameter ("unet" contains "cross_attention")."""
+    if "unet" in groups:
+        groups = groups - {"cross_attention"}
+    return sorted(groups)
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, trainable: dict[str, torch.nn.Parameter], state: TrainingState) -> None:
+    saved = optimizer.state_dict()
+    saved["state"] = {}
+    for index, name in enumerate(trainable):
+        if f"exp_avg/{name}" in state.optimizer:
+            saved["state"][index] = {
+                "step": torch.tensor(float(state.optimizer_step)),
+                "exp_avg": state.optimizer[f"exp_avg/{name}"],
+                "exp_avg_sq": state.optimizer[f"exp_avg_sq/{name}"],
+            }
+    optimizer.load_state_dict(saved)
+

@@ -1,0 +1,149 @@
+import json
+
+import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+from steer.guidance.errors import SteerError
+from steer.personalize.data import TrainingImages
+from steer.personalize.stages import custom_plan
+from steer.personalize.trainer import RuntimeOptions, train
+
+from unit.tiny_sd import RESOLUTION, one_torch_thread, tiny_backbone, tiny_photos, write_tokenizer_files
+
+CPU = RuntimeOptions(precision="fp32", gradient_checkpointing=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def tokenizer_folder(tmp_path_factory):
+    return write_tokenizer_files(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def images():
+    return TrainingImages(tiny_photos(3), RESOLUTION)
+
+
+def short_plan(token=2, cross_attention=2, unet=2, batch=2, **more):
+    return custom_plan(
+        token_steps=token, cross_attention_steps=cross_attention, unet_steps=unet,
+        token_batch_size=batch, cross_attention_batch_size=batch, unet_batch_size=batch,
+        resolution=RESOLUTION, **more,
+    )
+
+
+def snapshot(backbone):
+    return {
+        "token": {"token": backbone.token.detach().clone()},
+        "unet": {name: p.detach().clone() for name, p in backbone.unet.named_parameters()},
+        "text_encoder": {name: p.detach().clone() for name, p in backbone.text_encoder.named_parameters()},
+        "vae": {name: p.detach().clone() for name, p in backbone.vae.named_parameters()},
+    }
+
+
+def changed_names(before, after):
+    return {f"{part}/{name}" for part in before for name in before[part] if not torch.equal(before[part][name], after[part][name])}
+
+
+@pytest.mark.parametrize("group", ["token", "cross_attention", "unet"])
+def test_each_stage_changes_exactly_its_parameter_group(tokenizer_folder, images, group):
+    backbone = tiny_backbone(tokenizer_folder)
+    backbone.reset_token("dog")
+    before = snapshot(backbone)
+    steps = {name: (2 if name == group else 0) for name in ("token", "cross_attention", "unet")}
+    train(backbone, images, "dog", short_plan(**steps), seed=0, options=CPU)
+    changed = changed_names(before, snapshot(backbone))
+    prefix = "token" if group == "token" else "unet"
+    expected = {f"{prefix}/{name}" for name in backbone.parameter_groups()[group]}
+    assert changed == expected  # all of the group moved, nothing else: text encoder, VAE, other weights bit-identical
+    assert not any(p.requires_grad for g in backbone.parameter_groups().values() for p in g.values())
+
+
+def test_resume_after_cancel_continues_at_the_next_step_and_matches_an_uninterrupted_run(tokenizer_folder, images, tmp_path):
+    plan = short_plan(token=2, cross_attention=3, unet=2)
+    reference = tiny_backbone(tokenizer_folder)
+    uninterrupted = train(reference, images, "dog", plan, seed=3, options=CPU)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_in_stage_two(stage, step, total, loss):
+        if (stage, step) == ("cross_attention", 1):
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=3, checkpoint_folder=tmp_path, progress=cancel_in_stage_two, options=CPU)
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert (progress["stage_index"], progress["step"]) == (1, 1)
+
+    calls = []
+    resumed_backbone = tiny_backbone(tokenizer_folder)  # fresh base weights, as after a restart
+    resumed = train(resumed_backbone, images, "dog", plan, seed=3, checkpoint_folder=tmp_path,
+                    progress=lambda *call: calls.append(call[:3]), options=CPU)
+    assert resumed.resumed_at == ("cross_attention", 1)
+    assert calls == [("cross_attention", 2, 3), ("cross_attention", 3, 3), ("unet", 1, 2), ("unet", 2, 2)]
+    assert resumed.history == uninterrupted.history
+    assert torch.equal(resumed_backbone.token, reference.token)
+    for (name, trained), expected in zip(resumed_backbone.unet.named_parameters(), reference.unet.parameters()):
+        assert torch.equal(trained, expected), name
+
+    # A finished run re-run with the same inputs does no work and restores the result.
+    again_backbone = tiny_backbone(tokenizer_folder)
+    again = train(again_backbone, images, "dog", plan, seed=3, checkpoint_folder=tmp_path, progress=lambda *call: calls.append(call), options=CPU)
+    assert len(calls) == 4 and again.history == uninterrupted.history
+    assert torch.equal(again_backbone.unet.conv_in.weight, reference.unet.conv_in.weight)
+
+
+def test_a_checkpoint_from_other_inputs_is_not_resumed(tokenizer_folder, images, tmp_path):
+    plan = short_plan(token=1, cross_attention=1, unet=0)
+    train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=1, checkpoint_folder=tmp_path, options=CPU)
+    other_seed = train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=2, checkpoint_folder=tmp_path, options=CPU)
+    assert other_seed.resumed_at is None and len(other_seed.history) == 2
+
+
+def test_gradient_accumulation_gives_the_full_batch_gradient(tokenizer_folder, images):
+    def first_step_gradients(accumulation):
+        backbone = tiny_backbone(tokenizer_folder)
+        grads = []
+
+        def keep(optimizer, args, kwargs):
+            grads.extend(p.grad.clone() for group in optimizer.param_groups for p in group["params"])
+
+        handle = register_optimizer_step_pre_hook(keep)
+        try:
+            result = train(backbone, images, "dog", short_plan(token=0, cross_attention=1, unet=0, batch=4,
+                                                           cross_attention_gradient_accumulation=accumulation), seed=5, options=CPU)
+        finally:
+            handle.remove()
+        return grads, result.history[0]
+
+    full, full_losses = first_step_gradients(1)
+    split, split_losses = first_step_gradients(4)
+    assert full_losses["loss"] == pytest.approx(split_losses["loss"], rel=1e-5)
+    assert full_losses["regularizer"] == pytest.approx(split_losses["regularizer"], rel=1e-4)
+    assert len(full) == len(split) > 0
+    for whole, parts in zip(full, split):  # equal up to float summation order
+        assert (whole - parts).abs().max() <= 1e-4 * whole.abs().max()
+
+
+def test_history_and_progress_report_every_step(tokenizer_folder, images):
+    calls = []
+    result = train(tiny_backbone(tokenizer_folder, prediction_type="v_prediction"), images, "dog",
+                   short_plan(token=2, cross_attention=1, unet=1), seed=0, progress=lambda *call: calls.append(call), options=CPU)
+    assert [call[:3] for call in calls] == [("token", 1, 2), ("token", 2, 2), ("cross_attention", 1, 1), ("unet", 1, 1)]
+    assert [entry["loss"] for entry in result.history] == [call[3] for call in calls]
+    for entry in result.history:
+        assert entry["loss"] == pytest.approx(entry["diffusion"] + entry["regularizer"])
+        assert entry["regularizer"] > 0
+    assert result.seconds > 0
+
+
+def test_a_bad_category_is_refused(tokenizer_folder, images):
+    with pytest.raises(SteerError, match="category"):
+        train(tiny_backbone(tokenizer_folder), images, "  ", short_plan(), seed=0, options=CPU)
