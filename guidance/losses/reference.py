@@ -18,6 +18,10 @@ class ReferenceImages:
         self._images = images.detach().float().cpu()
         self._cache: dict[tuple, torch.Tensor] = {}
 
+    def original(self, device: torch.device) -> torch.Tensor:
+        """The references at their own size, float32, on `device`: for losses whose model resizes them itself."""
+        return self._images.to(device)
+
     def like(self, images: torch.Tensor) -> torch.Tensor:
         """The references at images' (C, H, W), device and dtype."""
         channels, height, width = images.shape[1:]

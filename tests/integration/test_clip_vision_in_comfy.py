@@ -1,0 +1,202 @@
+"""Model-based losses inside a real ComfyUI.
+
+- In a ComfyUI subprocess (clip_vision_probe.py): a stock CLIP_VISION file goes through the stock
+  CLIPVisionLoader and Steer's style and image losses; gradients flow; the stock CLIPVisionEncode
+  output is bit-identical before and after, so ComfyUI's behaviour is unchanged.
+- Through the server (/object_info, /prompt): the nodes are listed with tooltips, and guided
+  graphs with Hugging Face folders (models/steer) and a stock CLIP_VISION run to the end.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from filelock import FileLock
+
+from comfy_server import CHECKPOINT_NAME, ExecutionFailed, PromptBuilder, comfyui_path
+from unit.tiny_models import write_tiny_classifier, write_tiny_clip
+
+PROBE_SCRIPT = Path(__file__).with_name("clip_vision_probe.py")
+CLIP_VISION_FIXTURE_VERSION = "1"
+CLIP_VISION_NAME = "steer_test_vitl_random.safetensors"
+MODEL_NODES = ("SteerLoadGuidanceModel", "SteerCLIPTextLoss", "SteerCLIPImageLoss", "SteerStyleLoss", "SteerClassifierLoss")
+
+
+def _cache_dir() -> Path:
+    if "STEER_TEST_CACHE" in os.environ:
+        return Path(os.environ["STEER_TEST_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "steer-tests"
+
+
+def _run_probe(command: str, path: Path, timeout: float) -> subprocess.CompletedProcess:
+    completed = subprocess.run(
+        [sys.executable, str(PROBE_SCRIPT), command, str(path)],
+        env={**os.environ, "COMFYUI_PATH": str(comfyui_path()), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if completed.returncode != 0:
+        raise AssertionError(f"clip_vision_probe.py {command} failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}")
+    return completed
+
+
+@pytest.fixture(scope="session")
+def clip_vision_file() -> Path:
+    """A ViT-L/14 CLIP vision file with random weights in ComfyUI's key layout, built once and cached (~600 MB)."""
+    directory = _cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"clip_vision_vitl_random-v{CLIP_VISION_FIXTURE_VERSION}.safetensors"
+    with FileLock(str(directory / "clip_vision_vitl.lock")):
+        if not path.exists():
+            partial = path.with_name(path.name + ".partial")
+            _run_probe("build", partial, timeout=900)
+            os.replace(partial, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def steer_models(comfy):
+    """Tiny Hugging Face folders in the server's models/steer."""
+    root = comfy.models_dir / "steer"
+    if not (root / "tiny-clip" / "config.json").exists():
+        write_tiny_clip(root / "tiny-clip")
+    if not (root / "tiny-classifier" / "config.json").exists():
+        write_tiny_classifier(root / "tiny-classifier")
+    return root
+
+
+@pytest.fixture(scope="module")
+def stock_clip_vision(comfy, clip_vision_file):
+    link = comfy.models_dir / "clip_vision" / CLIP_VISION_NAME
+    if not link.is_symlink():
+        link.symlink_to(clip_vision_file)
+    return CLIP_VISION_NAME
+
+
+@pytest.fixture(scope="module")
+def style_reference(comfy):
+    """A textured PNG in the server's input folder, for LoadImage."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(48, 48, 3), dtype=np.uint8)
+    pixels[::8] = (255, 200, 0)  # stripes: something with a style
+    Image.fromarray(pixels).save(comfy.input_dir / "steer_style_reference.png")
+    return "steer_style_reference.png"
+
+
+def test_stock_clip_vision_gets_gradients_and_comfyui_behaviour_is_unchanged(clip_vision_file):
+    completed = _run_probe("probe", clip_vision_file, timeout=1500)
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("PROBE_REPORT "))
+    report = json.loads(line.removeprefix("PROBE_REPORT "))
+    assert report["steer_folder_registered"]
+    assert report["model_class"] == "CLIPVisionModelProjection" and report["blocks"] == 24
+    assert report["weights_are_inference_tensors"]  # the situation our adapter exists for
+    for loss in ("style", "image"):
+        assert report[loss]["grad_finite"] and report[loss]["grad_abs_sum"] > 0, report[loss]
+    assert report["error_in_scope"] == "SteerError"
+    assert report["inference_mode_still_on"]
+    assert report["weight_functions_restored"] and report["our_weight_functions_left"] == 0
+    assert report["clip_layer_forward_unchanged"]
+    assert report["encode_finite"]
+    # Same maths as the stock path: preprocessing differs only by clip_preprocess's 8-bit rounding,
+    # and our out-of-place walk gives the stock forward's embeddings and block outputs.
+    assert report["preprocess_max_difference"] <= report["preprocess_rounding_bound"] + 1e-5
+    assert report["embed_max_difference"] < 1e-4 and report["block_tokens_max_difference"] < 1e-4, report
+    assert report["encode_identical"] == {"last_hidden_state": True, "image_embeds": True, "penultimate_hidden_states": True}
+
+
+def test_model_loss_nodes_are_listed_with_inputs_and_tooltips(comfy, steer_models):
+    info = comfy.object_info()
+    missing = [node for node in MODEL_NODES if node not in info]
+    assert not missing, f"{missing} not registered: nodes/__init__.py must include nodes/model_loss_nodes.py"
+    for node in MODEL_NODES:
+        entry = info[node]
+        assert entry["category"] == "Steer/losses" and entry["description"], node
+        for section in ("required", "optional"):
+            for name, spec in entry["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{node}.{name} has no tooltip"
+    folders = info["SteerLoadGuidanceModel"]["input"]["required"]["model_folder"][0]
+    assert {"tiny-clip", "tiny-classifier"} <= set(folders)
+    assert not any(name.endswith((".json", ".safetensors")) for name in folders)  # folders, not files
+    assert set(info["SteerStyleLoss"]["input"]["optional"]) == {"guidance_model", "clip_vision"}
+    assert set(info["SteerCLIPImageLoss"]["input"]["optional"]) == {"guidance_model", "clip_vision"}
+    assert info["SteerCLIPTextLoss"]["input"]["required"]["distance"][0] == ["spherical", "cosine"]
+    assert info["SteerLoadGuidanceModel"]["output"] == ["STEER_GUIDANCE_MODEL"]
+
+
+def _guided_graph(loss_factory, preset="paper", steps=3, id_prefix="", seed=3):
+    """checkpoint → CFG guider → SamplerCustomAdvanced(SteerGuidedSampler(loss)) → VAEDecode → SaveImage."""
+    b = PromptBuilder()
+    ckpt = b.node("CheckpointLoaderSimple", node_id="ckpt", ckpt_name=CHECKPOINT_NAME)
+    pos = b.node("CLIPTextEncode", node_id="pos", clip=ckpt.out(1), text="a red apple")
+    neg = b.node("CLIPTextEncode", node_id="neg", clip=ckpt.out(1), text="")
+    latent = b.node("EmptyLatentImage", node_id="latent", width=64, height=64, batch_size=1)
+    guider = b.node("CFGGuider", node_id=id_prefix + "guider", model=ckpt.out(0), positive=pos.out(0), negative=neg.out(0), cfg=3.0)
+    sigmas = b.node("BasicScheduler", node_id=id_prefix + "sigmas", model=ckpt.out(0), scheduler="normal", steps=steps, denoise=1.0)
+    noise = b.node("RandomNoise", node_id=id_prefix + "noise", noise_seed=seed)
+    loss = loss_factory(b)
+    sampler = b.node("SteerGuidedSampler", node_id=id_prefix + "steer", vae=ckpt.out(2), loss=loss.out(0), preset=preset, strength=1.0)
+    out = b.node("SamplerCustomAdvanced", node_id=id_prefix + "sample", noise=noise.out(0), guider=guider.out(0), sampler=sampler.out(0), sigmas=sigmas.out(0), latent_image=latent.out(0))
+    decoded = b.node("VAEDecode", node_id=id_prefix + "decode", samples=out.out(0), vae=ckpt.out(2))
+    b.node("SaveImage", node_id=id_prefix + "save", images=decoded.out(0), filename_prefix="steer_model_loss")
+    return b
+
+
+def _hf_losses(style_reference, clip_precision):
+    def losses(b):
+        clip = b.node("SteerLoadGuidanceModel", node_id="clip_model", model_folder="tiny-clip", precision=clip_precision)
+        classifier = b.node("SteerLoadGuidanceModel", node_id="cls_model", model_folder="tiny-classifier", precision="float32")
+        reference = b.node("LoadImage", node_id="reference", image=style_reference)
+        text = b.node("SteerCLIPTextLoss", node_id="text", guidance_model=clip.out(0), prompt="a red cat", negative_prompt="a dog", negative_weight=0.5, distance="spherical", fit="stretch")
+        label = b.node("SteerClassifierLoss", node_id="label", guidance_model=classifier.out(0), label="golden hour", objective="cross_entropy", fit="stretch")
+        image = b.node("SteerCLIPImageLoss", node_id="image", reference=reference.out(0), distance="cosine", fit="center_crop", guidance_model=clip.out(0))
+        style = b.node("SteerStyleLoss", node_id="style", reference=reference.out(0), block=1, fit="stretch", guidance_model=clip.out(0))
+        return b.node(
+            "SteerCombineLosses", node_id="combine",
+            loss_1=text.out(0), weight_1=5.0, loss_2=label.out(0), weight_2=1.0, loss_3=image.out(0), weight_3=5.0, loss_4=style.out(0), weight_4=2.0,
+        )
+
+    return losses
+
+
+def test_guided_graph_with_clip_text_classifier_image_and_style_losses_finishes(comfy, steer_models, style_reference):
+    result = comfy.run(_guided_graph(_hf_losses(style_reference, "auto"), preset="paper").prompt(), timeout=900)
+    assert len(comfy.images(result, "save")) == 1
+    # A new precision re-runs the loader node; the folder itself must come from the process-wide cache.
+    comfy.run(_guided_graph(_hf_losses(style_reference, "float32"), preset="dps", id_prefix="again_", seed=4).prompt(), timeout=900)
+    assert comfy.log_text().count("tiny-clip (clip)") == 1, comfy.log_tail()
+
+
+def test_guided_graph_with_stock_clip_vision_style_and_image_losses_finishes(comfy, stock_clip_vision, style_reference):
+    def losses(b):
+        clip_vision = b.node("CLIPVisionLoader", node_id="clip_vision", clip_name=stock_clip_vision)
+        reference = b.node("LoadImage", node_id="reference", image=style_reference)
+        style = b.node("SteerStyleLoss", node_id="cv_style", reference=reference.out(0), block=2, fit="stretch", clip_vision=clip_vision.out(0))
+        image = b.node("SteerCLIPImageLoss", node_id="cv_image", reference=reference.out(0), distance="spherical", fit="stretch", clip_vision=clip_vision.out(0))
+        return b.node("SteerCombineLosses", node_id="cv_combine", loss_1=style.out(0), weight_1=1.0, loss_2=image.out(0), weight_2=5.0)
+
+    # dps: every step guided once, no augmentation or time travel, to keep ViT-L on the CPU affordable.
+    result = comfy.run(_guided_graph(losses, preset="dps", steps=2, id_prefix="cv_").prompt(), timeout=1500)
+    assert len(comfy.images(result, "cv_save")) == 1
+
+
+def test_bad_model_inputs_are_clear_errors(comfy, steer_models, style_reference):
+    def no_model(b):
+        reference = b.node("LoadImage", node_id="reference", image=style_reference)
+        return b.node("SteerStyleLoss", node_id="bad_style", reference=reference.out(0), block=2, fit="stretch")
+
+    with pytest.raises(ExecutionFailed) as failure:
+        comfy.run(_guided_graph(no_model, id_prefix="bad1_").prompt(), timeout=300)
+    assert "no model connected" in failure.value.exception_message
+
+    def wrong_label(b):
+        classifier = b.node("SteerLoadGuidanceModel", node_id="cls_model", model_folder="tiny-classifier", precision="float32")
+        return b.node("SteerClassifierLoss", node_id="bad_label", guidance_model=classifier.out(0), label="horse", objective="cross_entropy", fit="stretch")
+
+    with pytest.raises(ExecutionFailed) as failure:
+        comfy.run(_guided_graph(wrong_label, id_prefix="bad2_").prompt(), timeout=300)
+    assert "0: cat, 1: dog, 2: Golden Hour" in failure.value.exception_message
