@@ -79,3 +79,21 @@ def test_bad_loss_inputs_say_what_to_change():
         EdgeLoss(torch.rand(1, 4, 8, 8))
     with pytest.raises(SteerError, match="at least one"):
         CombinedLoss([])
+
+
+def test_logits_loss_uses_each_samples_target_and_tiles_over_augmented_copies():
+    from steer.guidance.losses.logits import LogitsLoss
+
+    def classifier(images):  # class k's logit = 10·mean of channel k
+        return 10.0 * images.mean(dim=(2, 3))
+
+    loss = LogitsLoss(classifier, targets=[0, 2])
+    images = torch.zeros(2, 3, 4, 4)
+    images[0, 0] = 1.0  # sample 0 looks like class 0
+    images[1, 1] = 1.0  # sample 1 looks like class 1, but its target is 2
+    values = loss(images)
+    assert values[0] < 0.01 and values[1] > 5.0
+    copies = loss(images.repeat(3, 1, 1, 1))  # copy-major, as augmentation batches are
+    assert torch.allclose(copies.view(3, 2), values.expand(3, 2))
+    with pytest.raises(SteerError, match="one target per image"):
+        loss(torch.zeros(3, 3, 4, 4))
