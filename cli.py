@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .batch.queue import add_queue_command
 from .guidance.errors import SteerError
+from .personalize.cli_train import add_train_command
 
 # Kept in sync with guidance.config by tests/unit/test_cli.py; importing it here would load torch
 # for every command, and `steer queue` needs none.
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     add_queue_command(commands)
+    add_train_command(commands)
 
     bench = commands.add_parser("bench", help="benchmarks; each prints ratios or rates measured side by side in one run")
     benches = bench.add_subparsers(dest="benchmark", required=True)

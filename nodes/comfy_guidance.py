@@ -29,22 +29,26 @@ def _identity(weight, *args, **kwargs):
     return weight
 
 
-def differentiable_clone(patcher, prefix: str = ""):
+def differentiable_clone(patcher, prefix: str = "", wrapper=None):
     """A clone of `patcher` whose layers re-materialise their weights on every forward.
 
     Loader nodes build weights under inference mode, and autograd refuses to save inference
     tensors for backward. An identity weight wrapper makes comfy.ops copy each weight into a
     normal tensor per forward (cast_bias_weight(copy=True)), as ComfyUI's own nodes_train does.
     The upstream patcher is untouched: wrappers live on the clone only.
+
+    `wrapper(key)`, if given, returns the function for the parameter `key` (e.g.
+    "diffusion_model.input_blocks.1.1.proj_in.weight") instead of the identity; the trainer
+    uses it to swap trainable weights in.
     """
     clone = patcher.clone()
     for name, module in patcher.model.named_modules():
         if not name.startswith(prefix) or not hasattr(module, "weight_function"):
             continue
-        if getattr(module, "weight", None) is not None:
-            clone.add_weight_wrapper(f"{name}.weight", _identity)
-        if getattr(module, "bias", None) is not None:
-            clone.add_weight_wrapper(f"{name}.bias", _identity)
+        for kind in ("weight", "bias"):
+            if getattr(module, kind, None) is not None:
+                key = f"{name}.{kind}"
+                clone.add_weight_wrapper(key, _identity if wrapper is None else wrapper(key))
     return clone
 
 

@@ -42,6 +42,17 @@ class CheckpointStore:
         self.folder = Path(folder)
         self.fingerprint = fingerprint
 
+    def position(self) -> tuple[int, int] | None:
+        """(stage index, completed steps in it) of the saved state for this fingerprint, read from
+        progress.json alone (no tensors), or None. For progress reporting before `load`."""
+        try:
+            progress = json.loads((self.folder / PROGRESS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if progress.get("format") != FORMAT or progress.get("fingerprint") != self.fingerprint:
+            return None
+        return int(progress["stage_index"]), int(progress["step"])
+
     def load(self) -> TrainingState | None:
         """The saved state, or None when there is none for this fingerprint."""
         progress_path = self.folder / PROGRESS_FILE

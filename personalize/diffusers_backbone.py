@@ -21,6 +21,7 @@ import torch
 
 from ..guidance.errors import SteerError
 from .backbone import EncodedPrompt
+from .latent_cache import LatentCache, sample_latents
 from .ldm_names import diffusers_to_ldm_names
 from .regularizer import AttentionCapture
 from .schedule import NoiseSchedule
@@ -109,6 +110,7 @@ class DiffusersBackbone:
         if frozen_dtype is None:  # the frozen text encoder and VAE: half precision on a GPU
             frozen_dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.identity = identity
+        self._latents = LatentCache()
         self.tokenizer = tokenizer
         self.schedule = NoiseSchedule(torch.as_tensor(scheduler.alphas_cumprod), scheduler.config.prediction_type)
 
@@ -189,8 +191,10 @@ class DiffusersBackbone:
         return list(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def _max_length(self) -> int:
+        # The text encoder's positions bound it: some tokenizer folders say 8192 or "very large".
+        positions = self.text_encoder.config.max_position_embeddings
         length = self.tokenizer.model_max_length
-        return length if 0 < length < 100_000 else self.text_encoder.config.max_position_embeddings
+        return min(length, positions) if 0 < length else positions
 
     def encode_prompt(self, prompt: str) -> EncodedPrompt:
         if prompt.count(CONCEPT_PLACEHOLDER) != 1:
@@ -222,13 +226,20 @@ class DiffusersBackbone:
     # --- images and the UNet ---------------------------------------------------------------
 
     @torch.no_grad()
-    def encode_images(self, pixels: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    def _latent_distribution(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         distribution = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
-        shape = distribution.mean.shape[1:]
-        noise = torch.stack([torch.randn(shape, generator=generator) for generator in generators])
-        latents = distribution.mean + distribution.std * noise.to(self.device, distribution.mean.dtype)
+        return distribution.mean.float().cpu(), distribution.std.float().cpu()
+
+    def cache_latents(self, views, batch_size: int = 8) -> int:
+        """Encode a pool of views now (TrainingImages.all_views()); see latent_cache.py."""
+        return self._latents.fill(views, self._latent_distribution, batch_size)
+
+    def encode_images(self, pixels: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        # The posterior of each distinct view is computed once (latent_cache.py); the sample is fresh.
+        mean, std = self._latents.distribution(pixels, self._latent_distribution)
+        latents = sample_latents(mean, std, generators)
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return ((latents - shift) * self.vae.config.scaling_factor).float()
+        return ((latents - shift) * self.vae.config.scaling_factor).float().to(self.device)
 
     def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
         return self.unet(noisy_latents.to(self.device), timesteps.to(self.device), encoder_hidden_states=text_embeddings.to(self.device)).sample

@@ -12,5 +12,5 @@ def test_cli_preset_names_match_the_engine():
 
 def test_every_command_is_listed_in_help():
     out = subprocess.run([sys.executable, "-m", "steer.cli", "--help"], capture_output=True, text=True, timeout=60).stdout
-    for command in ("demo", "queue", "bench"):
+    for command in ("demo", "queue", "bench", "train"):
         assert command in out

@@ -1,0 +1,543 @@
+"""ComfyUI backend for AttnDreamBooth: personalize/backbone.py over ComfyUI's MODEL, CLIP and VAE,
+running ComfyUI's own model code (no conversion to diffusers).
+
+Every ComfyUI quirk training meets is handled here, one function each, in our scope only:
+
+- Prompts run under torch.inference_mode() and loader weights are inference tensors. The node
+  calls everything inside `torch.inference_mode(False)`; weights reach autograd through weight
+  wrappers on *clones* of the patchers (`differentiable_clone`), never on the upstream MODEL/CLIP.
+- Trainable weights: every UNet weight and bias gets a wrapper that hands the layer our float32
+  nn.Parameter instead of its own (possibly fp16, LoRA-patched) weight. The parameters start as
+  exact copies of the weights ComfyUI loaded, so upstream LoRAs are part of the base model.
+- The new token is a float32 vector put into CLIP's token list as `(vector, 1.0)` where the word
+  would be: ComfyUI's `process_tokens` splices tensor entries in as input embeddings, which is
+  exactly what `embedding:<name>` does at inference time.
+- `CLIPLayer.forward` adds residuals in place (`x += ...`), which breaks backward into the token.
+  While training, the CLIP layers of *this* text encoder get an out-of-place forward (instance
+  attribute, restored on exit even on error); the class itself is never patched.
+- Cross-attention capture: `set_model_attn2_replace` on every block with an attn2 layer of the
+  training clone, computing softmax(QKᵀ/√d) explicitly (float32) and handing the probabilities
+  to `capture.record`. Self-attention keeps ComfyUI's fused kernel.
+- The noise schedule: ᾱ_t = 1 / (1 + σ_t²) from the MODEL's (possibly patched) model_sampling;
+  ε or v by its type. The UNet is called directly with the DDPM-scaled x_t and the integer t,
+  which is what BaseModel.apply_model computes from (x0 + σ·ε, σ).
+- Memory: `load_models_gpu(..., force_full_load=True)` for the UNet and CLIP clones (training
+  activations are not in ComfyUI's estimate, so partial loading would copy weights per forward);
+  gradient checkpointing by instance-level forward wrappers on every ResBlock and
+  SpatialTransformer, removed again by `set_gradient_checkpointing(False)` / `close()`.
+- VAE: the latent distribution (mean, std) of each distinct training view is computed once and
+  cached; every sample draws a fresh latent from it (the official code samples the posterior).
+  With a pool of augmented views (TrainingImages(views_per_image=K)) the whole pool is encoded
+  up front by `cache_latents`, before the UNet is loaded for training.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import types
+from contextlib import contextmanager
+from typing import Iterable, Sequence
+
+import comfy.clip_model
+import comfy.model_base
+import comfy.model_management
+import comfy.model_sampling
+import comfy.sd1_clip
+import comfy.supported_models
+import torch
+import torch.utils.checkpoint
+from comfy.ldm.modules.attention import SpatialTransformer
+from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, UNetModel
+
+from ..guidance.errors import SteerError
+from ..personalize.backbone import EncodedPrompt
+from ..personalize.latent_cache import DEFAULT_BUDGET_BYTES, LatentCache, sample_latents
+from ..personalize.regularizer import AttentionCapture
+from ..personalize.schedule import NoiseSchedule
+from ..personalize.stages import CONCEPT_PLACEHOLDER, CROSS_ATTENTION, TOKEN, UNET
+from .comfy_guidance import differentiable_clone
+
+log = logging.getLogger("steer")
+
+UNET_PREFIX = "diffusion_model."
+_MISSING = object()
+
+
+# --------------------------------------------------------------------------------------------
+# What can be trained
+
+
+def check_supported(model, clip, vae=None) -> None:
+    """Raise a SteerError saying what to change unless (model, clip[, vae]) is an SD1.x or SD2.x
+    UNet with its own kind of CLIP text encoder."""
+    base = getattr(model, "model", None)
+    if base is None or not hasattr(model, "clone"):
+        raise SteerError("the model input is not a ComfyUI MODEL; connect the MODEL output of a checkpoint loader")
+    config = getattr(base, "model_config", None)
+    config_name = type(config).__name__ if config is not None else type(base).__name__
+    if isinstance(base, (comfy.model_base.SDXL, comfy.model_base.SDXLRefiner)):
+        raise SteerError(
+            "SDXL is not supported yet by AttnDreamBooth training (it needs one learned vector for CLIP-L and one for "
+            "CLIP-G); use an SD1.x or SD2.x checkpoint"
+        )
+    if (
+        type(base) is not comfy.model_base.BaseModel
+        or not isinstance(config, (comfy.supported_models.SD15, comfy.supported_models.SD20))
+        or not isinstance(getattr(base, "diffusion_model", None), UNetModel)
+        or base.adm_channels
+        or base.concat_keys
+    ):
+        raise SteerError(
+            f"this MODEL ({config_name}) is not supported: AttnDreamBooth training supports Stable Diffusion 1.x and 2.x "
+            f"text-to-image UNets (Flux, SD3, SDXL, video, inpainting and unCLIP models are not supported)"
+        )
+    prediction_type_of(model.get_model_object("model_sampling"))
+
+    if clip is None or not hasattr(clip, "cond_stage_model") or not hasattr(clip, "tokenizer"):
+        raise SteerError("the clip input is empty or not a ComfyUI CLIP; connect the CLIP output of the same checkpoint loader")
+    encoder, tokenizer = _single_text_encoder(clip)
+    width = encoder.transformer.get_input_embeddings().weight.shape[1]
+    context = config.unet_config.get("context_dim")
+    if width != context:
+        raise SteerError(
+            f"the CLIP does not match the MODEL: its text embeddings are {width} wide but the UNet's cross-attention "
+            f"takes {context}; connect the CLIP that belongs to this checkpoint (SD1.x: CLIP-L 768, SD2.x: OpenCLIP-H 1024)"
+        )
+    if vae is not None:
+        first_stage = getattr(vae, "first_stage_model", None)
+        channels = getattr(vae, "latent_channels", None)
+        if first_stage is None or not hasattr(first_stage, "encoder") or channels != config.unet_config.get("in_channels"):
+            raise SteerError(
+                f"the VAE does not match the MODEL (latent channels {channels} vs the UNet's {config.unet_config.get('in_channels')}); "
+                "connect the VAE of this checkpoint"
+            )
+
+
+def _single_text_encoder(clip):
+    """(SDClipModel, SDTokenizer) of a CLIP object with one CLIP text encoder (SD1.x, SD2.x)."""
+    model, tokenizer = clip.cond_stage_model, clip.tokenizer
+    model_attribute, tokenizer_attribute = getattr(model, "clip", None), getattr(tokenizer, "clip", None)
+    encoder = getattr(model, model_attribute, None) if isinstance(model_attribute, str) else None
+    inner_tokenizer = getattr(tokenizer, tokenizer_attribute, None) if isinstance(tokenizer_attribute, str) else None
+    if (
+        not isinstance(model, comfy.sd1_clip.SD1ClipModel)
+        or not isinstance(encoder, comfy.sd1_clip.SDClipModel)
+        or not isinstance(getattr(encoder, "transformer", None), comfy.clip_model.CLIPTextModel)
+        or not isinstance(inner_tokenizer, comfy.sd1_clip.SDTokenizer)
+    ):
+        raise SteerError(
+            f"this CLIP ({type(model).__name__}) is not the single CLIP text encoder of an SD1.x/SD2.x checkpoint; "
+            "AttnDreamBooth training supports SD1.x (CLIP-L) and SD2.x (OpenCLIP-H). Connect the checkpoint's own CLIP"
+        )
+    return encoder, inner_tokenizer
+
+
+def prediction_type_of(model_sampling) -> str:
+    """"epsilon" or "v_prediction" for ComfyUI's discrete DDPM samplings; SteerError otherwise."""
+    ms = comfy.model_sampling
+    if isinstance(model_sampling, ms.V_PREDICTION) and not isinstance(model_sampling, ms.EDM):
+        kind = "v_prediction"
+    elif isinstance(model_sampling, ms.EPS) and not isinstance(model_sampling, (ms.V_PREDICTION, ms.X0)):
+        kind = "epsilon"
+    else:
+        raise SteerError(
+            f"this model's sampling ({type(model_sampling).__name__}) is not ε- or v-prediction on a DDPM schedule; "
+            "AttnDreamBooth training supports SD1.x/SD2.x ε and v models"
+        )
+    sigmas = getattr(model_sampling, "sigmas", None)
+    if not isinstance(model_sampling, ms.ModelSamplingDiscrete) or sigmas is None or sigmas.dim() != 1 or sigmas.numel() < 2:
+        raise SteerError(f"this model's sampling ({type(model_sampling).__name__}) has no discrete DDPM schedule to train on")
+    steps = model_sampling.timestep(sigmas.float()).float().cpu()
+    if not torch.allclose(steps, torch.arange(sigmas.numel(), dtype=torch.float32), atol=1e-3):
+        raise SteerError(
+            f"this model's sampling ({type(model_sampling).__name__}) maps its σ table to other timesteps (a distilled "
+            "model such as LCM?); train on the base SD1.x/SD2.x model instead"
+        )
+    return kind
+
+
+def noise_schedule_of(model_sampling) -> NoiseSchedule:
+    """ᾱ_t = 1 / (1 + σ_t²) (ComfyUI keeps σ_t = √((1 − ᾱ_t)/ᾱ_t))."""
+    sigmas = model_sampling.sigmas.detach().double().cpu()
+    return NoiseSchedule(1.0 / (1.0 + sigmas.square()), prediction_type_of(model_sampling))
+
+
+# --------------------------------------------------------------------------------------------
+# The in-scope patches
+
+
+def out_of_place_clip_layer(self, x, mask=None, optimized_attention=None):
+    """comfy.clip_model.CLIPLayer.forward with `x = x + ...` instead of `x += ...`, so autograd
+    keeps the residual inputs it saved (same maths; see also nodes/comfy_clip_vision.py)."""
+    x = x + self.self_attn(self.layer_norm1(x), mask, optimized_attention)
+    return x + self.mlp(self.layer_norm2(x))
+
+
+@contextmanager
+def out_of_place_clip_layers(text_encoder: torch.nn.Module):
+    """While open, every CLIPLayer of `text_encoder` runs the out-of-place forward. An instance
+    attribute on those layers only (the class is untouched, so CLIP vision and other text
+    encoders are not affected); the previous state is restored on exit, even on error."""
+    patched = []
+    try:
+        for module in text_encoder.modules():
+            if isinstance(module, comfy.clip_model.CLIPLayer):
+                patched.append((module, module.__dict__.get("forward", _MISSING)))
+                module.forward = types.MethodType(out_of_place_clip_layer, module)
+        yield
+    finally:
+        for module, previous in reversed(patched):
+            if previous is _MISSING:
+                module.__dict__.pop("forward", None)
+            else:
+                module.forward = previous
+
+
+def capturing_attn2(capture: AttentionCapture):
+    """An attn2 replace patch: attention with explicit float32 softmax probabilities, handed to
+    `capture` as (batch, heads, pixels, tokens). The block applies to_q/to_k/to_v before and
+    to_out after, so this is the whole of ComfyUI's optimized_attention for cross-attention."""
+
+    def attn2(q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+        batch, _, inner = q.shape
+        head_dim = inner // heads
+        qh, kh, vh = (t.view(batch, -1, heads, head_dim).transpose(1, 2) for t in (q, k, v))
+        with torch.autocast(q.device.type, enabled=False):  # scores and softmax in float32 even under autocast
+            scores = torch.matmul(qh.float(), kh.float().transpose(-1, -2)) * head_dim**-0.5
+            probabilities = scores.softmax(dim=-1)
+            capture.record(probabilities)
+            out = torch.matmul(probabilities.to(vh.dtype), vh)
+        return out.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(q.dtype)
+
+    return attn2
+
+
+def attn2_blocks(diffusion_model: torch.nn.Module) -> list[tuple[str, int]]:
+    """The (block name, number) keys of every UNet block holding a SpatialTransformer with attn2."""
+    keys = []
+    for block_name, blocks in (("input", diffusion_model.input_blocks), ("middle", [diffusion_model.middle_block]), ("output", diffusion_model.output_blocks)):
+        for number, block in enumerate(blocks):
+            if block is not None and any(isinstance(m, SpatialTransformer) for m in block.modules()):
+                keys.append((block_name, number))
+    return keys
+
+
+def _checkpointed_forward(forward):
+    """`forward` under non-reentrant gradient checkpointing. Dicts (ComfyUI's transformer_options,
+    which the UNet keeps mutating) are copied so the recomputation sees the values of the forward."""
+
+    def run(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        args = tuple(dict(a) if isinstance(a, dict) else a for a in args)
+        kwargs = {key: dict(value) if isinstance(value, dict) else value for key, value in kwargs.items()}
+        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    return run
+
+
+class _TrainableWeight:
+    """A weight wrapper that gives the layer our float32 parameter instead of its own weight (cast
+    to the dtype and device comfy.ops asked for, which keeps the graph back to the parameter)."""
+
+    __slots__ = ("parameter",)
+
+    def __init__(self):
+        self.parameter: torch.nn.Parameter | None = None
+
+    def __call__(self, weight, *args, **kwargs):
+        parameter = self.parameter
+        if parameter is None:  # before training starts / after close(): the copied weight itself
+            return weight
+        return parameter.to(device=weight.device, dtype=weight.dtype)
+
+
+def weights_signature(modules: Iterable[torch.nn.Module]) -> str:
+    """A cheap content hash of loaded weights: names, shapes and 64 evenly spaced values of every
+    tensor. Two different checkpoints (or LoRA-patched versions) practically never collide."""
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for module in modules:
+            for name, tensor in module.state_dict().items():
+                if not isinstance(tensor, torch.Tensor):
+                    continue
+                flat = tensor.detach().reshape(-1)
+                sample = flat[:: max(1, flat.numel() // 64)][:64].float().cpu()
+                digest.update(f"{name}{tuple(tensor.shape)}".encode())
+                digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# The backbone
+
+
+class ComfyBackbone:
+    """personalize.backbone.Backbone over ComfyUI objects.
+
+        backbone = ComfyBackbone(model, clip, vae)      # validates, loads nothing
+        with torch.inference_mode(False), torch.enable_grad():
+            backbone.cache_latents(images.all_views())  # optional: encode the view pool once
+            with backbone:                              # loads clones, installs in-scope patches
+                result = train(backbone, images, ...)
+                concept = concept_from_backbone(backbone, result)
+
+    The upstream MODEL, CLIP and VAE objects are never changed: training runs on patcher clones
+    and every patch on a shared module is removed on exit.
+    """
+
+    def __init__(self, model, clip, vae, *, latent_cache_bytes: int = DEFAULT_BUDGET_BYTES):
+        check_supported(model, clip, vae)
+        self._model, self._clip, self._vae = model, clip, vae
+        self._base = model.model
+        self._diffusion_model = self._base.diffusion_model
+        self._text_encoder, self._tokenizer = _single_text_encoder(clip)
+        self._token_key = clip.tokenizer.clip_name  # "l" (SD1.x) or "h" (SD2.x)
+        self.embedding_key = self._tokenizer.embedding_key  # "clip_l" / "clip_h"
+        model_sampling = model.get_model_object("model_sampling")
+        self.schedule = noise_schedule_of(model_sampling)
+        self._sigmas = model_sampling.sigmas.detach().float().cpu()
+        self.device = torch.device(model.load_device)
+        self.architecture = type(self._base.model_config).__name__  # "SD15" / "SD20"
+        self.identity = f"comfyui-{self.architecture}"  # completed from the weights by open()
+
+        width = self._text_encoder.transformer.get_input_embeddings().weight.shape[1]
+        self.token = torch.nn.Parameter(torch.zeros(width, dtype=torch.float32), requires_grad=False)
+        self._wrappers: dict[str, _TrainableWeight] = {}
+        self._unet = None  # the training clone of the MODEL's patcher
+        self._clip_patcher = None  # a differentiable clone of the CLIP's patcher
+        self._parameters: dict[str, torch.nn.Parameter] = {}
+        self._groups = None
+        self._checkpointed: list[tuple[torch.nn.Module, object]] = []
+        self._scope = None
+        self._latents = LatentCache(latent_cache_bytes)
+        self._vae_signature: str | None = None
+
+    # --- lifetime ----------------------------------------------------------------------------
+
+    def __enter__(self) -> "ComfyBackbone":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Clone, load and wrap the UNet and CLIP, create the float32 trainable parameters."""
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("ComfyBackbone must be opened inside torch.inference_mode(False) (ComfyUI runs nodes in inference mode)")
+        if self._unet is not None:
+            return
+        try:
+            self._open()
+        except BaseException:
+            self.close()  # a failed open leaves nothing patched either
+            raise
+
+    def _open(self) -> None:
+        self._wrappers = {}
+
+        def trainable(key: str) -> _TrainableWeight:
+            wrapper = _TrainableWeight()
+            self._wrappers[key[len(UNET_PREFIX):]] = wrapper
+            return wrapper
+
+        self._unet = differentiable_clone(self._model, prefix=UNET_PREFIX, wrapper=trainable)
+        self._clip_patcher = differentiable_clone(self._clip.patcher)
+        self._load_training_models()
+
+        low_precision = sorted({str(p.dtype) for p in self._diffusion_model.parameters() if p.dtype.itemsize == 1})
+        if low_precision:
+            raise SteerError(
+                f"this model's UNet weights are stored as {', '.join(low_precision)}; training needs them in fp16, bf16 or fp32. "
+                "Load the checkpoint with weight_dtype 'default'"
+            )
+        missing = sorted(name for name, _ in self._diffusion_model.named_parameters() if name not in self._wrappers)
+        if missing:
+            raise SteerError(f"this UNet has parameters outside ComfyUI's weight-wrappable layers ({missing[:3]}...); it cannot be trained")
+        with torch.no_grad():
+            for name, parameter in self._diffusion_model.named_parameters():
+                # Exactly the weight ComfyUI loaded (upstream LoRA patches included), in float32.
+                trainable_copy = torch.nn.Parameter(parameter.detach().to(self.device, torch.float32, copy=True), requires_grad=False)
+                self._parameters[name] = trainable_copy
+                self._wrappers[name].parameter = trainable_copy
+        self.token = torch.nn.Parameter(self.token.detach().to(self._text_encoder_device()), requires_grad=False)
+        self._groups = {
+            TOKEN: {"token": self.token},
+            CROSS_ATTENTION: {name: p for name, p in self._parameters.items() if ".attn2." in name},
+            UNET: dict(self._parameters),
+        }
+        signature = weights_signature([self._diffusion_model, self._text_encoder])
+        if self._vae_signature is None:
+            self._vae_signature = weights_signature([self._vae.first_stage_model])
+        self.identity = f"comfyui-{self.architecture}-{hashlib.sha256((signature + self._vae_signature).encode()).hexdigest()[:24]}"
+        self._scope = out_of_place_clip_layers(self._text_encoder)
+        self._scope.__enter__()
+
+    def close(self) -> None:
+        """Remove every in-scope patch and release the trainable weights (after export)."""
+        self.set_gradient_checkpointing(False)
+        if self._scope is not None:
+            scope, self._scope = self._scope, None
+            scope.__exit__(None, None, None)
+        for wrapper in self._wrappers.values():
+            wrapper.parameter = None
+        self._parameters = {}
+        self._groups = None
+        self._unet = None
+        self._clip_patcher = None
+        comfy.model_management.soft_empty_cache()
+
+    def _load_training_models(self) -> None:
+        # memory_required=1e20 evicts every other model first, as ComfyUI's own trainer does:
+        # ComfyUI's estimate covers inference only, not training activations.
+        comfy.model_management.load_models_gpu([self._unet, self._clip_patcher], memory_required=1e20, force_full_load=True)
+
+    def _require_open(self) -> None:
+        if self._unet is None:
+            raise RuntimeError("ComfyBackbone is not open: use `with backbone:` around training")
+
+    def _text_encoder_device(self) -> torch.device:
+        return self._text_encoder.transformer.get_input_embeddings().weight.device
+
+    # --- parameters -------------------------------------------------------------------------
+
+    def parameter_groups(self):
+        self._require_open()
+        return self._groups
+
+    def reset_token(self, category: str) -> None:
+        ids = self._word_ids(category)
+        if not ids:
+            raise SteerError(f"the category {category!r} has no tokens; name the subject's category with a word such as 'dog'")
+        with torch.no_grad():
+            row = self._text_encoder.transformer.get_input_embeddings().weight[ids[0]]
+            self.token.copy_(row.to(self.token.device, torch.float32))
+
+    def token_embedding(self) -> torch.Tensor:
+        return self.token.detach().float().cpu()[None]
+
+    def unet_weight_deltas(self) -> dict[str, torch.Tensor]:
+        """trained − loaded weight; the clone is (re)loaded first, so the base is exactly the weight
+        the parameters were copied from."""
+        self._require_open()
+        self._load_training_models()
+        deltas = {}
+        with torch.no_grad():
+            for name, base in self._diffusion_model.named_parameters():
+                delta = self._parameters[name].detach() - base.detach().to(self.device, torch.float32)
+                if delta.any():
+                    deltas[name] = delta.cpu()
+        return deltas
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        if enabled and not self._checkpointed:
+            for module in self._diffusion_model.modules():
+                if isinstance(module, (ResBlock, SpatialTransformer)):
+                    self._checkpointed.append((module, module.__dict__.get("forward", _MISSING)))
+                    module.forward = _checkpointed_forward(module.forward)
+        elif not enabled:
+            for module, previous in reversed(self._checkpointed):
+                if previous is _MISSING:
+                    module.__dict__.pop("forward", None)
+                else:
+                    module.forward = previous
+            self._checkpointed = []
+
+    # --- text --------------------------------------------------------------------------------
+
+    def _word_ids(self, text: str) -> list[int]:
+        tokenizer = self._tokenizer
+        ids = tokenizer.tokenizer(text)["input_ids"]
+        end = -1 if tokenizer.tokenizer_adds_end_token else None
+        return list(ids[tokenizer.tokens_start : end])
+
+    def prompt_tokens(self, prompt: str) -> tuple[list[tuple], int]:
+        """ComfyUI's token list for a prompt with one [V]: (token, weight) pairs, [V] being
+        (self.token, 1.0), padded like SDTokenizer does; and [V]'s position."""
+        if prompt.count(CONCEPT_PLACEHOLDER) != 1:
+            raise ValueError(f"the prompt needs exactly one {CONCEPT_PLACEHOLDER}: {prompt!r}")
+        before, after = (part.strip() for part in prompt.split(CONCEPT_PLACEHOLDER))
+        before_ids = self._word_ids(before) if before else []
+        after_ids = self._word_ids(after) if after else []
+        if not after_ids:
+            raise SteerError("the training prompt must continue after the new token with the category word")
+        tokenizer = self._tokenizer
+        head = [tokenizer.start_token] if tokenizer.start_token is not None else []
+        tail = [tokenizer.end_token] if tokenizer.end_token is not None else []
+        tokens = [(t, 1.0) for t in head + before_ids] + [(self.token, 1.0)] + [(t, 1.0) for t in after_ids + tail]
+        if len(tokens) > tokenizer.max_length:
+            raise SteerError(f"the training prompt is {len(tokens)} tokens long; the text encoder takes {tokenizer.max_length}. Use a shorter category")
+        tokens += [(tokenizer.pad_token, 1.0)] * (tokenizer.max_length - len(tokens))
+        return tokens, len(head) + len(before_ids)
+
+    def encode_prompt(self, prompt: str) -> EncodedPrompt:
+        self._require_open()
+        tokens, token_index = self.prompt_tokens(prompt)
+        encoder = self._clip.cond_stage_model
+        # What CLIP.encode_from_tokens does, minus its load call (the clone is loaded already).
+        encoder.reset_clip_options()
+        if self._clip.layer_idx is not None:
+            encoder.set_clip_options({"layer": self._clip.layer_idx})
+        embeddings = encoder.encode_token_weights({self._token_key: [tokens]})[0]
+        return EncodedPrompt(embeddings=embeddings.to(self.device, torch.float32), token_index=token_index, category_index=token_index + 1)
+
+    # --- images -------------------------------------------------------------------------------
+
+    def cache_latents(self, views: Iterable[torch.Tensor], batch_size: int = 8) -> int:
+        """Encode these (3, H, W) views in [-1, 1] now (e.g. TrainingImages.all_views()); returns
+        how many were new. Call before opening, so the VAE and the UNet need not be resident together."""
+        return self._latents.fill(views, self._latent_distribution, batch_size, before_batch=comfy.model_management.throw_exception_if_processing_interrupted)
+
+    @torch.no_grad()
+    def _latent_distribution(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VAE posterior N(mean, std²) of (B, 3, H, W) pixels in [-1, 1], float32 on the CPU.
+        VAE.encode returns only the mode, so the encoder (and quant_conv) run directly."""
+        vae = self._vae
+        comfy.model_management.load_models_gpu([vae.patcher])
+        if self._vae_signature is None:
+            self._vae_signature = weights_signature([vae.first_stage_model])
+        first_stage = vae.first_stage_model
+        moments = first_stage.encoder(pixels.to(vae.device, vae.vae_dtype))
+        if hasattr(first_stage, "quant_conv"):
+            moments = first_stage.quant_conv(moments)
+        moments = moments.float()
+        if moments.shape[1] != 2 * vae.latent_channels:
+            raise SteerError(f"this VAE's encoder gives {moments.shape[1]} channels, not a Gaussian posterior over {vae.latent_channels}; use the checkpoint's own VAE")
+        mean, log_variance = moments.chunk(2, dim=1)
+        std = torch.exp(0.5 * log_variance.clamp(-30.0, 20.0))
+        if self._unet is not None:  # mid-training cache miss: make sure the training models are back
+            self._load_training_models()
+        return mean.cpu(), std.cpu()
+
+    def encode_images(self, pixels: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        mean, std = self._latents.distribution(pixels, self._latent_distribution)
+        latents = self._base.latent_format.process_in(sample_latents(mean, std, generators))
+        return latents.to(self.device, torch.float32)
+
+    # --- the UNet ---------------------------------------------------------------------------
+
+    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        self._require_open()
+        # A fresh copy each call: the UNet writes "block", "original_shape"... into it.
+        options = dict(self._unet.model_options.get("transformer_options", {}))
+        options["cond_or_uncond"] = [0]
+        options["sigmas"] = self._sigmas[timesteps.cpu().long()].to(self.device)
+        x = noisy_latents.to(self.device, torch.float32)
+        context = text_embeddings.to(self.device, torch.float32)
+        output = self._diffusion_model(x, timesteps.to(self.device).float(), context=context, transformer_options=options)
+        return output.float()
+
+    @contextmanager
+    def attention_capture(self, capture: AttentionCapture):
+        self._require_open()
+        patcher = self._unet
+        saved = patcher.model_options.get("transformer_options", {})
+        patch = capturing_attn2(capture)
+        for block_name, number in attn2_blocks(self._diffusion_model):
+            patcher.set_model_attn2_replace(patch, block_name, number)
+        try:
+            yield
+        finally:
+            patcher.model_options["transformer_options"] = saved

@@ -1,0 +1,319 @@
+"""`steer train`: AttnDreamBooth from the command line, writing the same files as the ComfyUI node.
+
+    steer train --images photos/ --category dog --name my_dog --model MODEL [--preset fast] \\
+                [--out-embeddings DIR --out-loras DIR]
+
+MODEL is either
+- a diffusers model folder (unet/, text_encoder/, tokenizer/, vae/, scheduler/): trained with the
+  diffusers backend, no ComfyUI needed; or
+- a single-file checkpoint (.safetensors/.ckpt): loaded with ComfyUI's own loaders and trained
+  with the ComfyUI backend, exactly as the node does. This needs a ComfyUI checkout in
+  COMFYUI_PATH; its folder goes on sys.path for this command only (ComfyUI has top-level
+  modules such as `nodes`, which is why the rest of Steer never does this).
+
+Ctrl-C stops after the current step and keeps a checkpoint: the same command resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..guidance.errors import SteerError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CHECKPOINT_FILE_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".sft")
+DEFAULT_VIEWS = 16  # as the node
+
+
+def add_train_command(subparsers) -> argparse.ArgumentParser:
+    """Adds `train` to the `steer` command's subparsers (cli.py wires it in)."""
+    from .export import DEFAULT_LORA_RANK, UNET_FORMATS
+    from .stages import CUSTOM_FIELDS, PRESETS
+    from .trainer import PRECISIONS
+
+    parser = subparsers.add_parser(
+        "train",
+        help="train an AttnDreamBooth concept from a folder of photos (writes the embedding, LoRA and JSON ComfyUI loads)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--images", required=True, help="folder with 3-20 photos of the subject (png, jpg, webp)")
+    parser.add_argument("--category", required=True, help="the subject's category, a plain word such as dog, doll or backpack")
+    parser.add_argument("--name", required=True, help="concept name: file name and prompt word (embedding:<name>); letters, digits, _ and -")
+    parser.add_argument("--model", required=True, help="a diffusers model folder, or a single-file SD1.x/SD2.x checkpoint (needs COMFYUI_PATH)")
+    parser.add_argument("--preset", choices=[*PRESETS, "custom"], default="official", help="official (the paper), fast (stage 3: 200 steps), or custom with --set")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help=f"a custom-plan number (implies --preset custom), e.g. --set unet_steps=300 --set resolution=768. Names: {', '.join(CUSTOM_FIELDS)}",
+    )
+    parser.add_argument("--unet-format", choices=UNET_FORMATS, default="lora", help="lora (small file) or full (exact .diff weights)")
+    parser.add_argument("--rank", type=int, default=DEFAULT_LORA_RANK, help=f"LoRA rank (default {DEFAULT_LORA_RANK})")
+    parser.add_argument("--out-embeddings", help="where the token file goes (default: $COMFYUI_PATH/models/embeddings, else ./embeddings)")
+    parser.add_argument("--out-loras", help="where the UNet file and JSON go (default: $COMFYUI_PATH/models/loras, else ./loras)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing concept of the same name")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--augmented-views", type=int, default=DEFAULT_VIEWS, help=f"augmented views per photo, VAE-encoded once (default {DEFAULT_VIEWS}; 0 = fresh augmentation every sample)")
+    parser.add_argument("--gradient-accumulation", type=int, default=1, help="micro-batches per batch (less memory, same result)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
+    parser.add_argument("--no-gradient-checkpointing", action="store_true", help="faster, but needs much more memory")
+    parser.add_argument("--device", help="diffusers backend: cuda, cpu... (default: cuda when available). ComfyUI backend: 'cpu' forces the CPU")
+    parser.add_argument("--checkpoints", help="folder for resume checkpoints (default: $XDG_CACHE_HOME/steer/attndreambooth)")
+    parser.set_defaults(run=run_train)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def load_photos(folder: str) -> list:
+    """(3, H, W) float tensors in [0, 1] of every image in `folder`, EXIF orientation applied."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise SteerError(f"--images {folder!r} is not a folder")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    photos = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image = ImageOps.exif_transpose(image).convert("RGB")
+                photos.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous())
+        except OSError as error:
+            raise SteerError(f"cannot read the image {file}: {error}") from None
+    return photos
+
+
+def parse_numbers(pairs: list[str]) -> dict:
+    numbers = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator:
+            raise SteerError(f"--set takes NAME=VALUE, got {pair!r}")
+        name = name.strip().replace("-", "_")
+        try:
+            number = float(value)
+        except ValueError:
+            raise SteerError(f"--set {name}: {value!r} is not a number") from None
+        numbers[name] = int(number) if number.is_integer() and not name.endswith(("learning_rate", "weight_decay", "regularizer_mean", "regularizer_variance")) else number
+    return numbers
+
+
+def build_plan(args):
+    from dataclasses import replace
+
+    from .stages import custom_plan, preset
+
+    numbers = parse_numbers(args.set)
+    if numbers or args.preset == "custom":
+        plan = custom_plan(**numbers)
+    else:
+        plan = preset(args.preset)
+    if args.gradient_accumulation != 1:
+        plan = replace(plan, stages=tuple(replace(stage, gradient_accumulation=args.gradient_accumulation) for stage in plan.stages))
+    return plan
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "steer" / "attndreambooth"
+
+
+def _default_out(kind: str) -> Path:
+    comfy_root = os.environ.get("COMFYUI_PATH")
+    if comfy_root and (Path(comfy_root) / "models").is_dir():
+        return Path(comfy_root) / "models" / kind
+    return Path(kind)
+
+
+class TerminalProgress:
+    """A one-line progress bar on a terminal (a line every ~5% otherwise). Ctrl-C asks the
+    trainer to stop after the current step (raising from here saves a checkpoint)."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.stop_requested = False
+        self.started = None
+        self.first_done = 0
+        self.last_line = -1
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def __call__(self, done: int, total: int, loss: float) -> None:
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        now = time.monotonic()
+        if self.started is None:
+            self.started, self.first_done = now, done
+        rate = (now - self.started) / max(done - self.first_done, 1) if done > self.first_done else None
+        eta = f"  eta {self._clock(rate * (total - done))}" if rate is not None else ""
+        shown = "" if math.isnan(loss) else f"  loss {loss:.4f}"
+        filled = int(self.width * done / max(total, 1))
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}{shown}{eta}"
+        if self.tty:
+            self.stream.write("\r" + line + " " * 4)
+            if done >= total:
+                self.stream.write("\n")
+        elif done >= total or done * 20 // max(total, 1) != self.last_line:
+            self.last_line = done * 20 // max(total, 1)
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    @staticmethod
+    def _clock(seconds: float) -> str:
+        seconds = int(seconds)
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+    @contextmanager
+    def ctrl_c_stops_cleanly(self):
+        """First Ctrl-C: finish the step, save a checkpoint, stop. Second: stop at once."""
+        if not hasattr(signal, "SIGINT") or os.name == "nt":
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            self.stream.write("\nstopping after this step (Ctrl-C again to stop at once, without a checkpoint)...\n")
+            self.stream.flush()
+
+        try:
+            previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+
+
+@contextmanager
+def open_backbone(model_path: str, device: str | None, photos):
+    """Yields (backbone, description) for a diffusers folder or a single-file checkpoint."""
+    path = Path(model_path)
+    if path.is_dir():
+        import torch
+
+        from .diffusers_backbone import DiffusersBackbone
+
+        chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        backbone = DiffusersBackbone.from_pretrained(str(path), device=chosen)
+        backbone.cache_latents(photos.all_views())
+        yield backbone, f"diffusers folder {path} on {chosen}"
+        return
+    if not path.is_file():
+        raise SteerError(f"--model {model_path!r} does not exist; give a diffusers model folder or a checkpoint file")
+    if path.suffix.lower() not in CHECKPOINT_FILE_EXTENSIONS:
+        raise SteerError(f"--model {model_path!r} is neither a diffusers folder nor a checkpoint file ({', '.join(CHECKPOINT_FILE_EXTENSIONS)})")
+    comfy_sd = import_comfyui(force_cpu=device == "cpu")
+    import torch
+
+    with torch.inference_mode():  # as ComfyUI's loader nodes run
+        model, clip, vae, _ = comfy_sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True, embedding_directory=None)[:4]
+    if model is None or clip is None or vae is None:
+        raise SteerError(f"{path.name} lacks a UNet, text encoder or VAE; AttnDreamBooth needs a full SD1.x/SD2.x checkpoint")
+    from ..nodes.comfy_personalize import ComfyBackbone  # only importable with ComfyUI on sys.path
+
+    with torch.inference_mode(False), torch.enable_grad():
+        backbone = ComfyBackbone(model, clip, vae)
+        backbone.cache_latents(photos.all_views())
+        with backbone:
+            yield backbone, f"{path.name} through ComfyUI ({backbone.architecture}) on {backbone.device}"
+
+
+def import_comfyui(force_cpu: bool = False):
+    """Put COMFYUI_PATH first on sys.path (this process only) and import comfy.sd."""
+    root = os.environ.get("COMFYUI_PATH")
+    if not root:
+        raise SteerError("single-file checkpoints are loaded with ComfyUI: set COMFYUI_PATH to a ComfyUI checkout, or give a diffusers model folder")
+    root = str(Path(root).resolve())
+    if not (Path(root) / "comfy" / "sd.py").is_file():
+        raise SteerError(f"COMFYUI_PATH={root} is not a ComfyUI checkout (no comfy/sd.py)")
+    loaded = sys.modules.get("comfy")
+    if loaded is not None and not str(getattr(loaded, "__file__", "")).startswith(root):
+        raise SteerError(f"another 'comfy' package ({loaded.__file__}) is already imported; run steer train in a fresh process")
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import torch
+
+    import comfy.cli_args
+
+    if force_cpu or not (torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())):
+        comfy.cli_args.args.cpu = True  # before comfy.model_management is imported: it picks the device then
+    import comfy.sd
+
+    if not str(comfy.sd.__file__).startswith(root):
+        raise SteerError(f"imported comfy from {comfy.sd.__file__}, not from COMFYUI_PATH={root}")
+    return comfy.sd
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def run_train(args) -> None:
+    from .data import TrainingImages
+    from .export import validate_concept_name
+    from .trainer import RuntimeOptions, validate_category
+    from .training_run import check_target_free, save_concept, train_concept
+
+    name = validate_concept_name(args.name)
+    category = validate_category(args.category)
+    plan = build_plan(args)
+    options = RuntimeOptions(precision=args.precision, gradient_checkpointing=not args.no_gradient_checkpointing)
+    embeddings = Path(args.out_embeddings) if args.out_embeddings else _default_out("embeddings")
+    loras = Path(args.out_loras) if args.out_loras else _default_out("loras")
+    check_target_free(name, [embeddings], [loras], args.overwrite)
+    photos = TrainingImages(load_photos(args.images), plan.resolution, views_per_image=args.augmented_views, view_seed=args.seed)
+    progress = TerminalProgress()
+    stream = progress.stream
+
+    with open_backbone(args.model, args.device, photos) as (backbone, description):
+        stream.write(f"AttnDreamBooth '{name}' ({category}): {len(photos)} photos, preset {plan.name}, {plan.total_steps} steps, {description}\n")
+        try:
+            with progress.ctrl_c_stops_cleanly():
+                trained = train_concept(
+                    backbone, photos, category, plan, args.seed, name=name,
+                    checkpoint_root=args.checkpoints or _cache_dir(), options=options, progress=progress,
+                    metadata={"trained_in": "steer train (" + description + ")"},
+                )
+        except KeyboardInterrupt:
+            stream.write("\nstopped; a checkpoint was saved if a step had finished. Run the same command again to resume.\n")
+            raise SystemExit(130) from None
+    device = getattr(backbone, "device", None)
+    paths = save_concept(trained, name, embeddings, loras, unet_format=args.unet_format, rank=args.rank, overwrite=args.overwrite, device=device)
+    resumed = f", resumed at step {trained.resumed_from}" if trained.resumed_from is not None else ""
+    stream.write(
+        f"saved {paths.embedding}\n      {paths.unet}\n      {paths.metadata}\n"
+        f"({trained.result.seconds:.0f} s of training{resumed}). In ComfyUI: LoraLoaderModelOnly with {paths.unet.name}, "
+        f"and write 'embedding:{name} {category}' in the prompt.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m steer.personalize.cli_train ...` (the same as `steer train ...`)."""
+    parser = argparse.ArgumentParser(prog="steer")
+    add_train_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        args.run(args)
+    except SteerError as error:
+        print(f"steer: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""The ComfyUI AttnDreamBooth backend against the diffusers one, inside a ComfyUI process (run as a
+script, never imported by pytest: it needs ComfyUI's top-level modules on sys.path).
+
+Usage: python attndreambooth_probe.py [all|parity|errors]   (prints one line "PROBE_REPORT {json}")
+
+parity: tiny random diffusers models (UNet, CLIP text model, SD VAE) are converted into ComfyUI's
+own classes built from the same weights: the UNet through personalize/ldm_names.py, the CLIP by
+its HF key names, the VAE by ComfyUI's own diffusers conversion. Both backbones then get the
+same prompt, photos, latents, noise and timesteps, and the report compares the prompt
+embeddings, the latents, the noise predictions, the cross-attention regularizer (weights 2, 5)
+and its gradient with respect to the token, plus a full short training run of personalize's
+trainer on each (one step per stage). Variants: "sd1" (ε, last CLIP layer, pad = end token) and
+"sd2" (v-prediction, penultimate CLIP layer, pad = 0), all in float32 on the CPU.
+
+errors: what ComfyBackbone says for SDXL, a DiT model, a MODEL/CLIP width mismatch and a wrong
+VAE; and that training leaves ComfyUI's objects as they were (CLIPLayer forwards, weight
+functions, model options, block forwards and the stock model output).
+"""
+import copy
+import json
+import os
+import sys
+import tempfile
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "/opt/ComfyUI")
+sys.path.insert(0, COMFYUI_PATH)
+os.chdir(COMFYUI_PATH)
+
+import torch  # noqa: E402
+
+import comfy.cli_args  # noqa: E402
+
+comfy.cli_args.args.cpu = True  # before comfy.model_management is imported: there is no GPU here
+
+import comfy.clip_model  # noqa: E402
+import comfy.model_base  # noqa: E402
+import comfy.model_management  # noqa: E402
+import comfy.model_patcher  # noqa: E402
+import comfy.sd  # noqa: E402
+import comfy.sd1_clip  # noqa: E402
+import comfy.supported_models  # noqa: E402
+import comfy.supported_models_base  # noqa: E402
+from comfy.text_encoders import sd2_clip  # noqa: E402
+
+from steer.guidance.errors import SteerError  # noqa: E402
+from steer.nodes.comfy_personalize import ComfyBackbone  # noqa: E402
+from steer.personalize.data import TrainingImages  # noqa: E402
+from steer.personalize.diffusers_backbone import DiffusersBackbone  # noqa: E402
+from steer.personalize.ldm_names import diffusers_to_ldm_names  # noqa: E402
+from steer.personalize.regularizer import AttentionCapture, attention_regularizer  # noqa: E402
+from steer.personalize.stages import RegularizerWeights, custom_plan  # noqa: E402
+from steer.personalize.trainer import RuntimeOptions, train  # noqa: E402
+
+TOKENIZER_PATH = os.path.join(COMFYUI_PATH, "comfy", "sd1_tokenizer")
+WIDTH = 32
+RESOLUTION = 32  # latents 4×4, so the UNet's lower level still has 2×2 positions to attend over
+PROMPT = "a photo of a [V] dog"
+torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny models, one set of weights, two implementations
+
+
+def tiny_unet(seed, linear_projection=False):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    # ComfyUI's UNet hard-codes 32 normalisation groups, hence 32/64 channels.
+    unet = UNet2DConditionModel(
+        sample_size=RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=WIDTH, attention_head_dim=2, norm_num_groups=32, use_linear_projection=linear_projection,
+    )
+    with torch.no_grad():  # diffusers zero-initialises some output layers; make every weight matter
+        for parameter in unet.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    return unet
+
+
+def comfy_unet(unet, config_class, model_type):
+    unet_config = {
+        "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False, "adm_in_channels": None,
+        "in_channels": 4, "out_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1], "transformer_depth": [1, 1],
+        "transformer_depth_output": [1, 1, 1, 1], "channel_mult": [1, 2], "transformer_depth_middle": 1,
+        "use_linear_in_transformer": config_class is comfy.supported_models.SD20, "context_dim": WIDTH,
+        "use_temporal_resblock": False, "use_temporal_attention": False,
+    }
+    config = config_class(unet_config)
+    config.unet_config.update({"num_heads": 2, "num_head_channels": -1})
+    config.set_inference_dtype(torch.float32, None)
+    names = diffusers_to_ldm_names(unet)
+    state = {names[name]: tensor for name, tensor in unet.state_dict().items()}
+    with torch.inference_mode():  # like a loader node: the weights become inference tensors
+        model = comfy.model_base.BaseModel(config, model_type=model_type, device="cpu")
+        missing, unexpected = model.diffusion_model.load_state_dict(state, strict=False)
+        assert not missing and not unexpected, (missing[:5], unexpected[:5])
+        return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def hf_text_config(layers, activation):
+    return {
+        "vocab_size": 49408, "hidden_size": WIDTH, "intermediate_size": 64, "num_hidden_layers": layers, "num_attention_heads": 4,
+        "max_position_embeddings": 77, "hidden_act": activation, "layer_norm_eps": 1e-5, "projection_dim": WIDTH,
+        "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407,
+    }
+
+
+def tiny_text_encoders(variant, seed):
+    """(transformers CLIPTextModel for diffusers, ComfyUI CLIP) with the same weights. SD2 uses the
+    penultimate layer in ComfyUI; its diffusers twin is the same tower without the last layer,
+    exactly as the official SD2 text_encoder folder is."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    layers, activation = (2, "quick_gelu") if variant == "sd1" else (3, "gelu")
+    torch.manual_seed(seed)
+    full = CLIPTextModel(CLIPTextConfig(**hf_text_config(layers, activation)))
+    with torch.no_grad():  # ComfyUI keeps text encoders in fp16 (also on the CPU): give both the same values
+        for parameter in full.parameters():
+            parameter.copy_(parameter.half().float())
+    state = {(k if k.startswith("text_model.") else "text_model." + k): v for k, v in full.state_dict().items()}
+    if variant == "sd1":
+        hf = full
+    else:
+        hf = CLIPTextModel(CLIPTextConfig(**hf_text_config(layers - 1, activation)))
+        hf.load_state_dict({k: v for k, v in full.state_dict().items() if f"layers.{layers - 1}." not in k}, strict=False)
+    config = {key: value for key, value in hf_text_config(layers, activation).items()}
+
+    if variant == "sd1":
+        class Encoder(comfy.sd1_clip.SDClipModel):
+            def __init__(self, device="cpu", dtype=None, model_options={}):
+                super().__init__(device=device, dtype=dtype, textmodel_json_config=dict(config), return_projected_pooled=False, model_options=model_options)
+
+        class Clip(comfy.sd1_clip.SD1ClipModel):
+            def __init__(self, device="cpu", dtype=None, model_options={}):
+                super().__init__(device=device, dtype=dtype, model_options=model_options, clip_model=Encoder)
+
+        class Tokenizer(comfy.sd1_clip.SD1Tokenizer):
+            def __init__(self, embedding_directory=None, tokenizer_data={}):
+                super().__init__(embedding_directory=embedding_directory, tokenizer_data=tokenizer_data)
+    else:
+        class Encoder(comfy.sd1_clip.SDClipModel):
+            def __init__(self, device="cpu", dtype=None, model_options={}):
+                super().__init__(device=device, dtype=dtype, layer="hidden", layer_idx=-2, textmodel_json_config=dict(config),
+                                 special_tokens={"start": 49406, "end": 49407, "pad": 0}, return_projected_pooled=True, model_options=model_options)
+
+        class Clip(comfy.sd1_clip.SD1ClipModel):
+            def __init__(self, device="cpu", dtype=None, model_options={}):
+                super().__init__(device=device, dtype=dtype, model_options=model_options, clip_name="h", clip_model=Encoder)
+
+        class Tokenizer(sd2_clip.SD2Tokenizer):
+            pass
+
+    with torch.inference_mode():
+        clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(Tokenizer, Clip), embedding_directory=None)
+        clip.load_sd(state)
+    return hf.eval(), clip
+
+
+def tiny_vaes(seed):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(  # the SD VAE layout, which is what ComfyUI's converter knows
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
+    )
+    with torch.inference_mode():
+        comfy_vae = comfy.sd.VAE(sd={k: v.clone() for k, v in vae.state_dict().items()})
+    return vae.eval(), comfy_vae
+
+
+def backbones(variant):
+    from diffusers import DDPMScheduler
+    from transformers import CLIPTokenizer
+
+    unet = tiny_unet(1, linear_projection=variant == "sd2")  # SD2 UNets use linear proj_in/out
+    text_encoder, clip = tiny_text_encoders(variant, 2)
+    vae, comfy_vae = tiny_vaes(3)
+    prediction = "epsilon" if variant == "sd1" else "v_prediction"
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000, prediction_type=prediction)
+    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_PATH, **({} if variant == "sd1" else {"pad_token": "!"}))
+    config_class = comfy.supported_models.SD15 if variant == "sd1" else comfy.supported_models.SD20
+    model_type = comfy.model_base.ModelType.EPS if variant == "sd1" else comfy.model_base.ModelType.V_PREDICTION
+    model = comfy_unet(unet, config_class, model_type)
+    diffusers_backbone = DiffusersBackbone(copy.deepcopy(unet), text_encoder, tokenizer, vae, scheduler, identity="tiny", frozen_dtype=torch.float32)
+    return diffusers_backbone, (model, clip, comfy_vae)
+
+
+# --------------------------------------------------------------------------------------------
+# parity
+
+
+def photos():
+    generator = torch.Generator().manual_seed(0)
+    sizes = [(20, 24), (30, 18), (16, 16)]
+    return [torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=generator), size=size, mode="bilinear", align_corners=False)[0] for size in sizes]
+
+
+def one_pass(backbone, latents, noise, timesteps):
+    """prompt -> x_t -> prediction with capture -> (embeddings, prediction, regularizer, d(mse + reg)/d token)."""
+    backbone.reset_token("dog")
+    token = backbone.parameter_groups()["token"]["token"]
+    token.requires_grad_(True)
+    prompt = backbone.encode_prompt(PROMPT)
+    noisy = backbone.schedule.add_noise(latents, noise, timesteps)
+    target = backbone.schedule.target(latents, noise, timesteps)
+    capture = AttentionCapture()
+    with backbone.attention_capture(capture), capture.recording(prompt.token_index, prompt.category_index) as maps:
+        prediction = backbone.predict_noise(noisy, timesteps, prompt.embeddings.expand(latents.shape[0], -1, -1))
+    regularizer = attention_regularizer(maps, RegularizerWeights(2.0, 5.0))
+    loss = torch.nn.functional.mse_loss(prediction.float(), target) + regularizer
+    (gradient,) = torch.autograd.grad(loss, token)
+    token.requires_grad_(False)
+    return {
+        "embeddings": prompt.embeddings.detach().cpu(), "token_index": prompt.token_index, "prediction": prediction.detach().cpu(),
+        "regularizer": float(regularizer.detach()), "layers": len(maps), "gradient": gradient.detach().cpu(),
+    }
+
+
+def compare(a, b):
+    a, b = a.float(), b.float()
+    return {"max_abs": float((a - b).abs().max()), "scale": float(a.abs().max())}
+
+
+def parity_variant(variant):
+    diffusers_backbone, (model, clip, vae) = backbones(variant)
+    report = {}
+    images = TrainingImages(photos(), RESOLUTION)
+    pixels = torch.stack([images.sample(index, torch.Generator().manual_seed(10 + index)) for index in range(3)])
+    generators = lambda: [torch.Generator().manual_seed(20 + index) for index in range(3)]  # noqa: E731
+    noise = torch.randn(3, 4, RESOLUTION // 8, RESOLUTION // 8, generator=torch.Generator().manual_seed(5))
+    timesteps = torch.tensor([3, 480, 990])
+
+    with torch.inference_mode(False), torch.enable_grad():
+        comfy_backbone = ComfyBackbone(model, clip, vae)
+        with comfy_backbone:
+            report["schedule"] = compare(diffusers_backbone.schedule.alphas_cumprod, comfy_backbone.schedule.alphas_cumprod)
+            report["prediction_types"] = [diffusers_backbone.schedule.prediction_type, comfy_backbone.schedule.prediction_type]
+            report["embedding_keys"] = [diffusers_backbone.embedding_key, comfy_backbone.embedding_key]
+            report["latents"] = compare(diffusers_backbone.encode_images(pixels, generators()), comfy_backbone.encode_images(pixels, generators()))
+            latents = diffusers_backbone.encode_images(pixels, generators())
+            ours, theirs = one_pass(diffusers_backbone, latents, noise, timesteps), one_pass(comfy_backbone, latents, noise, timesteps)
+            report["token_index"] = [ours["token_index"], theirs["token_index"]]
+            report["layers"] = [ours["layers"], theirs["layers"]]
+            for key in ("embeddings", "prediction", "gradient"):
+                report[key] = compare(ours[key], theirs[key])
+            report["regularizer"] = [ours["regularizer"], theirs["regularizer"]]
+
+        # The whole trainer, one step per stage, on the same (still untrained) weights.
+        plan = custom_plan(token_steps=1, cross_attention_steps=1, unet_steps=1, token_batch_size=2, cross_attention_batch_size=2, unet_batch_size=2, resolution=RESOLUTION)
+        options = RuntimeOptions(precision="fp32", gradient_checkpointing=False)
+        histories = [train(diffusers_backbone, images, "dog", plan, seed=7, options=options).history]
+        with ComfyBackbone(model, clip, vae) as comfy_backbone:
+            comfy_options = RuntimeOptions(precision="fp32", gradient_checkpointing=True)  # and checkpointing changes nothing
+            histories.append(train(comfy_backbone, images, "dog", plan, seed=7, options=comfy_options).history)
+            report["token_after_training"] = compare(diffusers_backbone.token_embedding(), comfy_backbone.token_embedding())
+            theirs_deltas, ours_deltas = comfy_backbone.unet_weight_deltas(), diffusers_backbone.unet_weight_deltas()
+        report["history"] = [[{k: entry[k] for k in ("stage", "diffusion", "regularizer")} for entry in history] for history in histories]
+        report["delta_names_equal"] = sorted(theirs_deltas) == sorted(ours_deltas)
+        zero = torch.zeros(())
+        report["deltas"] = max(
+            (float((ours_deltas.get(name, zero) - theirs_deltas.get(name, zero)).abs().max()) for name in set(ours_deltas) | set(theirs_deltas)),
+            default=0.0,
+        )
+        report["delta_scale"] = max((float(delta.abs().max()) for delta in ours_deltas.values()), default=0.0)
+    return report
+
+
+def parity():
+    return {variant: parity_variant(variant) for variant in ("sd1", "sd2")}
+
+
+# --------------------------------------------------------------------------------------------
+# errors and restoration
+
+
+def error_of(function):
+    try:
+        function()
+    except SteerError as error:
+        return str(error)
+    return None
+
+
+def errors():
+    report = {}
+    _, (model, clip, vae) = backbones("sd1")
+
+    # SDXL and a DiT model: real model classes, tiny or bare instances are enough for the check.
+    sdxl = model.clone()
+    sdxl.model = comfy.model_base.SDXL.__new__(comfy.model_base.SDXL)
+    torch.nn.Module.__init__(sdxl.model)
+    report["sdxl"] = error_of(lambda: ComfyBackbone(sdxl, clip, vae))
+    flux = model.clone()
+    flux.model = comfy.model_base.Flux.__new__(comfy.model_base.Flux)
+    torch.nn.Module.__init__(flux.model)
+    flux.model.model_config = comfy.supported_models.Flux.__new__(comfy.supported_models.Flux)
+    report["flux"] = error_of(lambda: ComfyBackbone(flux, clip, vae))
+    # A CLIP whose width is not the UNet's context width.
+    with torch.inference_mode():
+        wide_model = comfy_unet(tiny_unet(1), comfy.supported_models.SD15, comfy.model_base.ModelType.EPS)
+    wide_model.model.model_config.unet_config["context_dim"] = 64
+    report["mismatch"] = error_of(lambda: ComfyBackbone(wide_model, clip, vae))
+    report["no_clip"] = error_of(lambda: ComfyBackbone(model, None, vae))
+    bad_vae = copy.copy(vae)
+    bad_vae.latent_channels = 16
+    report["bad_vae"] = error_of(lambda: ComfyBackbone(model, clip, bad_vae))
+
+    # Train briefly, then check that nothing of ComfyUI's is left changed.
+    x = torch.randn(1, 4, 4, 4)
+    with torch.inference_mode():
+        cond = clip.encode_from_tokens(clip.tokenize("a photo of a dog"))
+        comfy.model_management.load_models_gpu([model])
+        before = model.model.apply_model(x, torch.tensor([1.0]), c_crossattn=cond)
+    layers = [m for m in clip.cond_stage_model.modules() if isinstance(m, comfy.clip_model.CLIPLayer)]
+    options_before = copy.deepcopy(model.model_options)
+    wrappers_before = {k: list(v) for k, v in model.weight_wrapper_patches.items()}
+    images = TrainingImages(photos(), RESOLUTION)
+    plan = custom_plan(token_steps=1, cross_attention_steps=1, unet_steps=1, token_batch_size=1, cross_attention_batch_size=1, unet_batch_size=1, resolution=RESOLUTION)
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_stage_3(stage, step, steps, loss):
+        if stage == "unet":
+            raise Stop
+
+    with torch.inference_mode(False), torch.enable_grad():
+        backbone = ComfyBackbone(model, clip, vae)
+        try:
+            with backbone:
+                during = {"clip_layers_patched": all("forward" in layer.__dict__ for layer in layers)}
+                train(backbone, images, "dog", plan, seed=0, progress=stop_in_stage_3, checkpoint_folder=tempfile.mkdtemp())
+        except Stop:
+            report["stopped"] = True
+    report.update(during)
+    report["clip_layers_restored"] = not any("forward" in layer.__dict__ for layer in layers)
+    report["blocks_restored"] = not any("forward" in m.__dict__ for m in model.model.diffusion_model.modules())
+    report["model_options_unchanged"] = repr(model.model_options) == repr(options_before)
+    report["weight_wrappers_unchanged"] = {k: list(v) for k, v in model.weight_wrapper_patches.items()} == wrappers_before
+    with torch.inference_mode():
+        comfy.model_management.load_models_gpu([model])
+        after = model.model.apply_model(x, torch.tensor([1.0]), c_crossattn=cond)
+        cond_after = clip.encode_from_tokens(clip.tokenize("a photo of a dog"))
+    report["stock_output_identical"] = bool(torch.equal(before, after))
+    report["stock_cond_identical"] = bool(torch.equal(cond, cond_after))
+    report["our_weight_functions_left"] = sum(
+        1 for m in model.model.modules() for f in getattr(m, "weight_function", []) if type(f).__name__ == "_TrainableWeight"
+    )
+    return report
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else "all"
+    result = {"parity": parity, "errors": errors, "all": lambda: {"parity": parity(), "errors": errors()}}[command]()
+    print("PROBE_REPORT " + json.dumps(result))
