@@ -12,7 +12,7 @@ from .personalize.cli_train import add_train_command
 # Kept in sync with guidance.config by tests/unit/test_cli.py; importing it here would load torch
 # for every command, and `steer queue` needs none.
 PRESET_NAMES = ("paper", "freedom", "ugd", "mpgd", "dps")
-DEFAULT_PRESET = "paper"
+DEFAULT_PRESET = "mpgd"
 
 
 def _demo(args) -> None:

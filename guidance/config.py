@@ -98,7 +98,7 @@ PRESETS: dict[str, GuidanceConfig] = {
     "dps": GuidanceConfig(gradient_path="through_model", step_rule="constant", scale=1.0),
 }
 
-DEFAULT_PRESET = "paper"
+DEFAULT_PRESET = "mpgd"
 
 
 def preset(name: str) -> GuidanceConfig:

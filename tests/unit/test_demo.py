@@ -15,7 +15,7 @@ def test_steer_demo_writes_grid_and_samples(tmp_path):
         timeout=600,
     )
     assert run.returncode == 0, run.stderr
-    assert "judge hit-rate" in run.stdout and "guided (paper)" in run.stdout
+    assert "judge hit-rate" in run.stdout and "guided (mpgd)" in run.stdout
     grid = Image.open(out / "digits_grid.png")
     assert grid.size[0] >= 2 * 2 * 48 and grid.size[1] >= 10 * 48  # two blocks of 2 digits, 10 rows, 48 px cells
     samples = np.load(out / "samples.npz")
