@@ -35,6 +35,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DDPM_FILE = "ddpm.safetensors"
 GUIDE_FILE = "guide.safetensors"
 JUDGE_FILE = "judge.safetensors"
+METADATA_KEY = "steer_digits"  # the safetensors metadata entry holding training facts, as JSON
 
 # ~1.06M parameters. No attention: at 16x16 it costs more CPU time than it buys.
 UNET_CONFIG = dict(
@@ -345,7 +346,7 @@ def _load_module(module: nn.Module, path: Path) -> dict:
     module.load_state_dict(load_file(str(path), device="cpu"), strict=True)
     with safe_open(str(path), framework="pt") as f:
         raw = f.metadata() or {}
-    return {key: (json.loads(value) if value[:1] in "{[" else value) for key, value in raw.items()}
+    return json.loads(raw[METADATA_KEY]) if METADATA_KEY in raw else dict(raw)
 
 
 def load_pretrained(weights_dir: str | Path | None = None) -> PretrainedDigits:

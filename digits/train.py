@@ -191,10 +191,13 @@ def train_ddpm(unet, images, *, steps, lr, batch_size, ema_decay, seed, weight_r
 # ----------------------------------------------------------------------------------------
 
 def save_module(module: nn.Module, path: Path, metadata: dict):
+    """Weights plus metadata as one JSON string: safetensors writes several metadata keys in
+    arbitrary order, which would make identical retrainings differ byte for byte."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(state, str(path), metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in metadata.items()})
+    save_file(state, str(path), metadata={digits.METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    path.chmod(0o644)  # safetensors creates files readable by the owner only
 
 
 def save_grid(images: torch.Tensor, path: Path, columns: int = 8, scale: int = 4, gap: int = 2):
