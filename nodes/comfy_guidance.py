@@ -10,9 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import os
+import threading
+
 import comfy.model_management
 import comfy.model_sampling
 import comfy.samplers
+import comfy.utils
+import folder_paths
 import torch
 
 from ..guidance.config import GuidanceConfig
@@ -21,6 +26,7 @@ from ..guidance.losses.base import Loss
 from ..guidance.noise_law import FLOW, VARIANCE_EXPLODING
 from ..guidance.sampler import sample
 from ..guidance.trace import GuidanceTrace
+from ..guidance.checkpointing import blocks_of, gradient_checkpointing
 
 log = logging.getLogger("steer")
 
@@ -52,9 +58,28 @@ def differentiable_clone(patcher, prefix: str = "", wrapper=None):
     return clone
 
 
+def unet_checkpoint_blocks(diffusion_model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The residual and transformer blocks of ComfyUI's SD UNet (openaimodel.UNetModel)."""
+    from comfy.ldm.modules.attention import SpatialTransformer
+    from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
+
+    return blocks_of(diffusion_model, (ResBlock, SpatialTransformer))
+
+
+def vae_decoder_checkpoint_blocks(first_stage_model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The decoder's ResNet blocks of ComfyUI's KL autoencoder; none for other decoders (TAESD is small)."""
+    from comfy.ldm.modules.diffusionmodules.model import ResnetBlock
+
+    decoder = getattr(first_stage_model, "decoder", None)
+    return blocks_of(decoder, (ResnetBlock,)) if decoder is not None else []
+
+
 def noise_law_of(model_sampling):
     """Flow models (SD3, Flux...) mix x = (1 − σ)·x0 + σ·n; every other ComfyUI model is x0 + σ·n."""
     return FLOW if isinstance(model_sampling, comfy.model_sampling.CONST) else VARIANCE_EXPLODING
+
+
+LOSS_DECODERS = ("vae", "taesd")
 
 
 def make_decoder(vae, latent_format):
@@ -74,6 +99,60 @@ def make_decoder(vae, latent_format):
                 "that matches the model (for example the checkpoint's own VAE)"
             )
         return (image.float() + 1.0) / 2.0
+
+    return decode
+
+
+_tiny_decoders: dict[tuple, torch.nn.Module] = {}
+_tiny_decoders_lock = threading.Lock()
+
+
+def tiny_decoder_file(latent_format) -> str:
+    """The TAESD decoder in models/vae_approx that matches the model's latent space (the file
+    ComfyUI's TAESD previews use), or a SteerError saying which file to put where."""
+    name = getattr(latent_format, "taesd_decoder_name", None)
+    if not name:
+        raise SteerError(
+            f"no tiny (TAESD) decoder exists for this model's latent space ({type(latent_format).__name__}); "
+            "set loss_decoder to 'vae'"
+        )
+    files = [f for f in folder_paths.get_filename_list("vae_approx") if os.path.basename(f).startswith(f"{name}.")]
+    if not files:
+        raise SteerError(
+            f"loss_decoder 'taesd' needs {name}.safetensors (or .pth) in ComfyUI/models/vae_approx, the file TAESD previews use "
+            f"(github.com/madebyollin/taesd); put it there, or set loss_decoder to 'vae'"
+        )
+    return folder_paths.get_full_path_or_raise("vae_approx", sorted(files)[0])
+
+
+def make_tiny_decoder(latent_format, device: torch.device, dtype: torch.dtype):
+    """Like make_decoder, with TAESD's tiny decoder: a few percent of the VAE decoder's cost.
+
+    TAESD's decoder reads the sampler-space latent itself (ComfyUI's vae_scale/vae_shift for each
+    TAESD undo process_out exactly) and outputs [0, 1]. It is built outside inference mode, so
+    its weights are ordinary tensors autograd can save; it is cached per file and placement.
+    """
+    from comfy.taesd.taesd import Decoder
+
+    path = tiny_decoder_file(latent_format)
+    key = (path, os.path.getmtime(path), str(device), dtype)
+    with _tiny_decoders_lock:
+        decoder = _tiny_decoders.get(key)
+        if decoder is None:
+            state = comfy.utils.load_torch_file(path, safe_load=True)
+            with torch.inference_mode(False):
+                channels = state["1.weight"].shape[1] if "1.weight" in state else latent_format.latent_channels
+                decoder = Decoder(latent_channels=channels)
+                try:
+                    decoder.load_state_dict({k: v.clone() for k, v in state.items()}, strict=True)
+                except RuntimeError as error:
+                    raise SteerError(f"{os.path.basename(path)} is not a TAESD decoder for this latent space: {error}") from None
+                decoder = decoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
+            _tiny_decoders.clear()  # keep one: users switch models, not decoders
+            _tiny_decoders[key] = decoder
+
+    def decode(latent: torch.Tensor) -> torch.Tensor:
+        return decoder(latent.to(device=device, dtype=dtype)).float()
 
     return decode
 
@@ -107,21 +186,31 @@ def positive_branch_only(model_options: dict) -> dict:
 
 
 @contextlib.contextmanager
-def differentiable_models(guider, vae, config: GuidanceConfig):
+def differentiable_models(guider, vae, config: GuidanceConfig, loss_decoder: str = "vae", checkpointing: bool = True):
     """Loads differentiable clones of the UNet (when the gradient goes through it) and the VAE
-    together, then hands the model back to the guider's own patcher, even on error."""
+    together, with gradient checkpointing on their blocks for the span of sampling; then hands the
+    model back to the guider's own patcher and restores the blocks, even on error."""
     original = guider.model_patcher
-    unet = differentiable_clone(original) if config.gradient_path == "through_model" else original
-    vae_patcher = differentiable_clone(vae.patcher)
-    comfy.model_management.load_models_gpu([unet, vae_patcher])
+    through_model = config.gradient_path == "through_model"
+    unet = differentiable_clone(original) if through_model else original
+    patchers = [unet]
+    blocks = unet_checkpoint_blocks(original.model.diffusion_model) if through_model else []
+    if loss_decoder == "vae":
+        patchers.append(differentiable_clone(vae.patcher))
+        blocks += vae_decoder_checkpoint_blocks(vae.first_stage_model)
+    comfy.model_management.load_models_gpu(patchers)
     try:
-        yield
+        with gradient_checkpointing(blocks, enabled=checkpointing):
+            yield
     finally:
         if unet is not original:
             comfy.model_management.load_models_gpu([original])
 
 
-def guided_sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, *, vae, loss: Loss, config: GuidanceConfig, trace: GuidanceTrace):
+def guided_sampler_function(
+    model, x, sigmas, extra_args=None, callback=None, disable=None, *, vae, loss: Loss, config: GuidanceConfig, trace: GuidanceTrace,
+    loss_decoder: str = "vae", checkpointing: bool = True,
+):
     """A k-diffusion style sampler function for comfy.samplers.KSAMPLER."""
     extra_args = dict(extra_args or {})
     guider = model.inner_model
@@ -131,11 +220,14 @@ def guided_sampler_function(model, x, sigmas, extra_args=None, callback=None, di
         extra_args["model_options"] = positive_branch_only(extra_args.get("model_options", {}))
     seed = extra_args.get("seed")
 
-    with torch.inference_mode(False), differentiable_models(guider, vae, config):
+    with torch.inference_mode(False), differentiable_models(guider, vae, config, loss_decoder, checkpointing):
         # Inputs arrive as inference tensors; clones are normal tensors autograd may save.
         x = x.clone()
         sigmas = sigmas.clone()
-        decode = make_decoder(vae, base_model.latent_format)
+        if loss_decoder == "vae":
+            decode = make_decoder(vae, base_model.latent_format)
+        else:
+            decode = make_tiny_decoder(base_model.latent_format, x.device, vae.vae_dtype)
 
         def denoise(x_in: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             return model(x_in, sigma, **extra_args)
@@ -159,8 +251,10 @@ def guided_sampler_function(model, x, sigmas, extra_args=None, callback=None, di
         )
 
 
-def make_sampler(vae, loss: Loss, config: GuidanceConfig, trace: GuidanceTrace):
+def make_sampler(vae, loss: Loss, config: GuidanceConfig, trace: GuidanceTrace, loss_decoder: str = "vae", checkpointing: bool = True):
+    if loss_decoder not in LOSS_DECODERS:
+        raise SteerError(f"loss_decoder must be one of {LOSS_DECODERS}, got {loss_decoder!r}")
     return comfy.samplers.KSAMPLER(
         guided_sampler_function,
-        extra_options={"vae": vae, "loss": loss, "config": config, "trace": trace},
+        extra_options={"vae": vae, "loss": loss, "config": config, "trace": trace, "loss_decoder": loss_decoder, "checkpointing": checkpointing},
     )

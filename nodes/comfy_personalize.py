@@ -45,9 +45,8 @@ import comfy.model_sampling
 import comfy.sd1_clip
 import comfy.supported_models
 import torch
-import torch.utils.checkpoint
 from comfy.ldm.modules.attention import SpatialTransformer
-from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, UNetModel
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 from ..guidance.errors import SteerError
 from ..personalize.backbone import EncodedPrompt
@@ -55,12 +54,12 @@ from ..personalize.latent_cache import DEFAULT_BUDGET_BYTES, LatentCache, sample
 from ..personalize.regularizer import AttentionCapture
 from ..personalize.schedule import NoiseSchedule
 from ..personalize.stages import CONCEPT_PLACEHOLDER, CROSS_ATTENTION, TOKEN, UNET
-from .comfy_guidance import differentiable_clone
+from ..guidance.checkpointing import _MISSING, patch_forwards, restore_forwards
+from .comfy_guidance import differentiable_clone, unet_checkpoint_blocks
 
 log = logging.getLogger("steer")
 
 UNET_PREFIX = "diffusion_model."
-_MISSING = object()
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,11 +185,7 @@ def out_of_place_clip_layers(text_encoder: torch.nn.Module):
                 module.forward = types.MethodType(out_of_place_clip_layer, module)
         yield
     finally:
-        for module, previous in reversed(patched):
-            if previous is _MISSING:
-                module.__dict__.pop("forward", None)
-            else:
-                module.forward = previous
+        restore_forwards(patched)
 
 
 def capturing_attn2(capture: AttentionCapture):
@@ -221,20 +216,6 @@ def attn2_blocks(diffusion_model: torch.nn.Module) -> list[tuple[str, int]]:
             if block is not None and any(isinstance(m, SpatialTransformer) for m in block.modules()):
                 keys.append((block_name, number))
     return keys
-
-
-def _checkpointed_forward(forward):
-    """`forward` under non-reentrant gradient checkpointing. Dicts (ComfyUI's transformer_options,
-    which the UNet keeps mutating) are copied so the recomputation sees the values of the forward."""
-
-    def run(*args, **kwargs):
-        if not torch.is_grad_enabled():
-            return forward(*args, **kwargs)
-        args = tuple(dict(a) if isinstance(a, dict) else a for a in args)
-        kwargs = {key: dict(value) if isinstance(value, dict) else value for key, value in kwargs.items()}
-        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
-
-    return run
 
 
 class _TrainableWeight:
@@ -433,16 +414,9 @@ class ComfyBackbone:
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         if enabled and not self._checkpointed:
-            for module in self._diffusion_model.modules():
-                if isinstance(module, (ResBlock, SpatialTransformer)):
-                    self._checkpointed.append((module, module.__dict__.get("forward", _MISSING)))
-                    module.forward = _checkpointed_forward(module.forward)
+            self._checkpointed = patch_forwards(unet_checkpoint_blocks(self._diffusion_model))
         elif not enabled:
-            for module, previous in reversed(self._checkpointed):
-                if previous is _MISSING:
-                    module.__dict__.pop("forward", None)
-                else:
-                    module.forward = previous
+            restore_forwards(self._checkpointed)
             self._checkpointed = []
 
     # --- text --------------------------------------------------------------------------------

@@ -10,13 +10,31 @@ from ..guidance.losses.base import Window
 from ..guidance.plot import plot_trace
 from ..guidance.step_rules import STEP_RULES
 from ..guidance.trace import GuidanceTrace
-from .comfy_guidance import make_sampler
+from .comfy_guidance import LOSS_DECODERS, make_sampler
 
 CATEGORY = "Steer/sampling"
 
 VAE_INPUT = ("VAE", {"tooltip": "The VAE that matches the model. Guided steps decode x̂0 with it (keeping gradients) to score the loss."})
 LOSS_INPUT = ("STEER_LOSS", {"tooltip": "What to steer toward: a Steer loss node (colour, edges, CLIP, classifier, or a combination)."})
 TRACE_TOOLTIP = "A record of what the guidance did (per-step loss, gradient norm, step size), filled in when the sampler runs. Connect it to Steer Guidance Report."
+
+
+LOSS_DECODER_INPUT = (
+    list(LOSS_DECODERS),
+    {
+        "default": "vae",
+        "tooltip": "What decodes x̂0 for the loss. vae: the connected VAE (exact). taesd: the tiny TAESD decoder from models/vae_approx "
+        "(the file TAESD previews use): a fraction of the VAE's time and memory, slightly less exact colours and detail.",
+    },
+)
+CHECKPOINTING_INPUT = (
+    "BOOLEAN",
+    {
+        "default": True,
+        "tooltip": "Gradient checkpointing on the gradient path (UNet and VAE decoder blocks): recomputes activations in the backward "
+        "pass instead of storing them. Much less memory for a little more time; turn off only if memory is plentiful.",
+    },
+)
 
 
 def _fraction(default: float, tooltip: str):
@@ -60,13 +78,14 @@ class SteerGuidedSampler:
                         "lower it if images break up or become noisy.",
                     },
                 ),
-            }
+            },
+            "optional": {"loss_decoder": LOSS_DECODER_INPUT},
         }
 
-    def build(self, vae, loss, preset: str, strength: float):
+    def build(self, vae, loss, preset: str, strength: float, loss_decoder: str = "vae"):
         config = preset_config(preset).with_strength(strength)
         trace = GuidanceTrace(label=preset)
-        return (make_sampler(vae, loss, config, trace), trace)
+        return (make_sampler(vae, loss, config, trace, loss_decoder=loss_decoder), trace)
 
 
 class SteerGuidedSamplerAdvanced:
@@ -115,10 +134,14 @@ class SteerGuidedSamplerAdvanced:
                 "guidance_start": _fraction(base.window.start, "First part of the schedule that is guided, as a fraction of the steps."),
                 "guidance_end": _fraction(base.window.end, "End of the guided part of the schedule. Leaving the last steps unguided lets the model clean up."),
                 "eta": ("FLOAT", {"default": base.eta, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "DDIM η: 0 = deterministic DDIM, 1 = Euler ancestral (fresh noise each step)."}),
-            }
+            },
+            "optional": {"loss_decoder": LOSS_DECODER_INPUT, "gradient_checkpointing": CHECKPOINTING_INPUT},
         }
 
-    def build(self, vae, loss, gradient_path, cfg_gradient, step_rule, scale, max_step, augment_copies, time_travel_repeats, time_travel_start, time_travel_end, guidance_start, guidance_end, eta):
+    def build(
+        self, vae, loss, gradient_path, cfg_gradient, step_rule, scale, max_step, augment_copies, time_travel_repeats,
+        time_travel_start, time_travel_end, guidance_start, guidance_end, eta, loss_decoder="vae", gradient_checkpointing=True,
+    ):
         config = GuidanceConfig(
             gradient_path=gradient_path,
             cfg_gradient=cfg_gradient,
@@ -131,7 +154,7 @@ class SteerGuidedSamplerAdvanced:
             eta=eta,
         )
         trace = GuidanceTrace(label="advanced")
-        return (make_sampler(vae, loss, config, trace), trace)
+        return (make_sampler(vae, loss, config, trace, loss_decoder=loss_decoder, checkpointing=gradient_checkpointing), trace)
 
 
 class SteerGuidanceReport:
