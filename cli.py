@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def _bench_digits(args) -> int:
     return execute(args)
 
 
+def _bench_guidance(args) -> int:
+    from .benchmarks.guidance_cost import execute
+
+    return execute(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steer", description="Steer: loss-guided diffusion sampling and AttnDreamBooth, for ComfyUI and the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,16 +49,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_queue_command(commands)
     add_train_command(commands)
 
-    bench = commands.add_parser("bench", help="benchmarks; each prints ratios or rates measured side by side in one run")
-    benches = bench.add_subparsers(dest="benchmark", required=True)
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks; each prints ratios or rates measured side by side in one run",
+        description="Without a sub-command: the cost of guided sampling (full-size SD1.5 UNet + VAE with random weights, "
+        "through ComfyUI at COMFYUI_PATH), as ratios to an unguided CFG step.",
+    )
+    _add_guidance_bench_arguments(bench)
+    bench.set_defaults(run=_bench_guidance)
+    benches = bench.add_subparsers(dest="benchmark", required=False)
     digits_bench = benches.add_parser("digits", help="the paper's three claims on the digits model, scored by an independent judge")
     digits_bench.add_argument("--per-class", type=int, default=10, help="samples per digit (default 10: 100 samples per method)")
     digits_bench.add_argument("--steps", default="20,50,100", help="comma-separated DDIM step counts (default 20,50,100)")
     digits_bench.add_argument("--seed", type=int, default=0)
+    digits_bench.add_argument("--methods", help="comma-separated subset of the methods (default: all; the claim verdicts need all)")
     digits_bench.add_argument("--json", type=Path, help="also write rows and claims as JSON here")
     digits_bench.add_argument("--markdown", type=Path, help="also write the Markdown table here")
     digits_bench.set_defaults(run=_bench_digits)
     return parser
+
+
+def _add_guidance_bench_arguments(parser) -> None:
+    # The same options as benchmarks/guidance_cost.py, declared here so `steer --help` stays light.
+    parser.add_argument("--json", type=Path, help="also write the table as JSON here")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per mode (default 3; one warm-up round more)")
+    parser.add_argument("--latent", type=int, default=32, help="latent side (default 32, i.e. 256 px images)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (default: all cores)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
+    parser.add_argument("--no-training", action="store_true", help="skip the AttnDreamBooth training row")
+    parser.add_argument("--quiet", action="store_true", help="no per-repeat log on stderr")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -243,8 +243,10 @@ def import_comfyui(force_cpu: bool = False):
     if not (Path(root) / "comfy" / "sd.py").is_file():
         raise SteerError(f"COMFYUI_PATH={root} is not a ComfyUI checkout (no comfy/sd.py)")
     loaded = sys.modules.get("comfy")
-    if loaded is not None and not str(getattr(loaded, "__file__", "")).startswith(root):
-        raise SteerError(f"another 'comfy' package ({loaded.__file__}) is already imported; run steer train in a fresh process")
+    # comfy has no __init__.py: a namespace package, whose location is __path__, not __file__.
+    loaded_from = [str(Path(p).resolve()) for p in getattr(loaded, "__path__", [])] if loaded is not None else []
+    if loaded is not None and not any(p.startswith(root) for p in loaded_from):
+        raise SteerError(f"another 'comfy' package ({', '.join(loaded_from) or loaded}) is already imported; run steer train in a fresh process")
     if root not in sys.path:
         sys.path.insert(0, root)
     import torch
