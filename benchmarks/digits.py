@@ -22,6 +22,7 @@ from ..digits import experiment
 from ..digits import model as digits
 from ..guidance.augment import AugmentConfig
 from ..guidance.config import PRESETS, GuidanceConfig, TimeTravel
+from ..guidance.errors import SteerError
 
 
 def methods() -> dict[str, GuidanceConfig]:
@@ -40,12 +41,18 @@ def methods() -> dict[str, GuidanceConfig]:
     }
 
 
-def run(per_class: int, step_counts: list[int], seed: int, log=print) -> list[dict]:
+def run(per_class: int, step_counts: list[int], seed: int, log=print, only: list[str] | None = None) -> list[dict]:
     pretrained = digits.load_pretrained()
     targets = experiment.balanced_targets(per_class)
+    chosen = methods()
+    if only:
+        unknown = [name for name in only if name not in chosen]
+        if unknown:
+            raise SteerError(f"unknown method(s) {unknown}; choose from {list(chosen)}")
+        chosen = {name: chosen[name] for name in only}
     rows = []
     for steps in step_counts:
-        for name, config in methods().items():
+        for name, config in chosen.items():
             start = time.perf_counter()
             scores = experiment.score(pretrained, experiment.generate(pretrained, targets, config, steps=steps, seed=seed))
             rows.append(
@@ -118,8 +125,9 @@ def markdown(rows: list[dict], claim_rows: list[dict]) -> str:
 def execute(args) -> int:
     step_counts = [int(s) for s in args.steps.split(",") if s.strip()]
     print(f"digits benchmark: {args.per_class} samples per digit, steps {step_counts}, torch threads {torch.get_num_threads()}")
-    rows = run(args.per_class, step_counts, args.seed)
-    claim_rows = claims(rows)
+    only = [name.strip() for name in args.methods.split(",")] if args.methods else None
+    rows = run(args.per_class, step_counts, args.seed, only=only)
+    claim_rows = claims(rows) if not only else []
     table = markdown(rows, claim_rows)
     print(table)
     if args.json:

@@ -96,7 +96,7 @@ def test_strength_zero_is_the_stock_euler_sampler_and_upstream_model_is_unchange
 
 
 def test_x0_shortcut_preset_also_steers(comfy, baseline):
-    b, _, _ = _graph(_steer("mpgd", 3.0), prefix="mpgd", id_prefix="m_")
+    b, _, _ = _graph(_steer("mpgd", 10.0), prefix="mpgd", id_prefix="m_")
     guided = _pixels(comfy, comfy.run(b.prompt(), timeout=600), "m_save")
     assert _distance_to_red(guided) < _distance_to_red(baseline)
 
