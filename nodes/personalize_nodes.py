@@ -36,7 +36,7 @@ log = logging.getLogger("steer")
 CATEGORY = "Steer/personalize"
 CUSTOM = "custom"
 DEFAULT_VIEWS = 16
-CHECKPOINT_ROOT = "steer_attndreambooth"  # under ComfyUI's temp directory
+CHECKPOINT_ROOT = ("steer", "attndreambooth_checkpoints")  # under ComfyUI's user directory
 NO_CONCEPTS = "(no concepts in models/loras)"
 
 GROUP_LABELS = {TOKEN: "stage 1 (token)", CROSS_ATTENTION: "stage 2 (cross-attention)", UNET: "stage 3 (UNet)"}
@@ -117,9 +117,10 @@ def concept_metadata_files() -> dict[str, Path]:
 
 
 def checkpoint_root() -> Path:
-    """Training checkpoints live in ComfyUI's temp directory, which ComfyUI empties when it starts:
-    a Cancel resumes within the session; a restart starts the run afresh."""
-    return Path(folder_paths.get_temp_directory()) / CHECKPOINT_ROOT
+    """Training checkpoints live in ComfyUI's user directory (not temp, which ComfyUI empties when it
+    starts), so a Cancel, a crash or a restart all resume; each is removed once its concept is saved.
+    Outside the per-user folders, so the /userdata API does not serve them."""
+    return Path(folder_paths.get_user_directory()).joinpath(*CHECKPOINT_ROOT)
 
 
 def apply_unet_file(model, path: Path, strength: float):

@@ -229,8 +229,8 @@ def _image(comfy, prompt: dict) -> np.ndarray:
 
 
 def _checkpoint_progress(comfy) -> list[dict]:
-    # ComfyUI's temp directory is <--temp-directory>/temp.
-    paths = sorted((comfy.base_dir / "temp").rglob(f"steer_attndreambooth/{CONCEPT}-*/progress.json"))
+    # Under ComfyUI's --user-directory, which survives restarts (temp does not).
+    paths = sorted((comfy.base_dir / "user" / "steer" / "attndreambooth_checkpoints").glob(f"{CONCEPT}-*/progress.json"))
     return [json.loads(path.read_text()) for path in paths]
 
 
