@@ -23,6 +23,9 @@ COMBO_CONTROL_VALUES = SEED_CONTROL_VALUES + ("increment-wrap",)
 # Combo values that name a file on the user's machine (models, input images) are not checked
 # against the server's list: a shared workflow names the usual file, each user has their own.
 FILE_VALUE = re.compile(r"\.(safetensors|sft|ckpt|pt|pth|bin|gguf|onnx|png|jpe?g|webp|gif|bmp|tiff?|mp4|webm|wav|mp3|flac)$", re.I)
+# Combo inputs that name something on the user's machine without a file extension: a model folder
+# under models/steer, a concept saved in models/loras. Not checked against the server's list either.
+USER_NAMED_INPUTS = frozenset({("SteerLoadGuidanceModel", "model_folder"), ("SteerAttnDreamBoothLoad", "concept")})
 # Frontend-only nodes: they never reach the server.
 VIRTUAL_NODE_TYPES = ("Note", "MarkdownNote", "Reroute", "PrimitiveNode")
 MODE_ALWAYS, MODE_NEVER, MODE_BYPASS = 0, 2, 4
@@ -43,6 +46,7 @@ class InputSpec:
     required: bool
     options: dict = field(default_factory=dict, compare=False)
     choices: tuple | None = None  # COMBO values
+    user_named: bool = False  # a COMBO naming a file, folder or concept on the user's machine (USER_NAMED_INPUTS)
 
     @property
     def is_widget(self) -> bool:
@@ -95,7 +99,7 @@ def node_spec(class_type: str, info: dict) -> NodeSpec:
                 kind, choices = "COMBO", tuple(kind)
             elif kind == "COMBO":
                 choices = tuple(options.get("options", ()))
-            inputs.append(InputSpec(name, kind, section == "required", options, choices))
+            inputs.append(InputSpec(name, kind, section == "required", options, choices, (class_type, name) in USER_NAMED_INPUTS))
     outputs = tuple(info.get("output", ()))
     return NodeSpec(
         class_type,
@@ -153,7 +157,8 @@ def check_value(spec: InputSpec, value, where: str) -> list[str]:
         if not isinstance(value, bool):
             return [f"{where}: {value!r} is not true/false"]
     elif spec.type == "COMBO":
-        if not (isinstance(value, str) and FILE_VALUE.search(value)) and value not in (spec.choices or ()):
+        users_own = isinstance(value, str) and (FILE_VALUE.search(value) or (spec.user_named and value))
+        if not users_own and value not in (spec.choices or ()):
             shown = ", ".join(map(repr, (spec.choices or ())[:12])) + (", ..." if len(spec.choices or ()) > 12 else "")
             problems.append(f"{where}: {value!r} is not one of the allowed values ({shown})")
         return problems

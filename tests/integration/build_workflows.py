@@ -4,6 +4,8 @@
     python tests/integration/build_workflows.py --new my_workflow --from-api draft_api.json
     # refresh every API twin (workflows/api/NAME.json) and thumbnail (workflows/NAME.jpg) from the UI files:
     python tests/integration/build_workflows.py [NAME ...] [--server http://127.0.0.1:8188] [--keep-thumbnails]
+    # after a node gained an input: also re-save the UI files as the frontend saves them once loaded
+    python tests/integration/build_workflows.py NAME ... --update-ui
 
 The UI-format file workflows/NAME.json is the source of truth: the API twin is what the frontend's own
 export produces from it, and the thumbnail is a screenshot of the graph. Without --server a throw-away
@@ -57,12 +59,18 @@ def thumbnail(page, path: Path) -> int:
 
 
 def upload_inputs(base_url: str) -> None:
-    """Put the example input images (workflows/inputs/) on the server, so Load Image nodes show them."""
+    """Put the example inputs (workflows/inputs/: images, and folders of images) on the server, so
+    Load Image and folder loader nodes list them."""
     import requests
 
-    for path in sorted((WORKFLOWS_DIR / "inputs").glob("*")):
+    inputs = WORKFLOWS_DIR / "inputs"
+    for path in sorted(inputs.rglob("*")):
+        if not path.is_file():
+            continue
+        subfolder = path.parent.relative_to(inputs).as_posix()
+        data = {"overwrite": "true", **({"subfolder": subfolder} if subfolder != "." else {})}
         with open(path, "rb") as handle:
-            response = requests.post(f"{base_url}/upload/image", files={"image": (path.name, handle)}, data={"overwrite": "true"}, timeout=60)
+            response = requests.post(f"{base_url}/upload/image", files={"image": (path.name, handle)}, data=data, timeout=60)
         response.raise_for_status()
 
 
@@ -71,14 +79,18 @@ def missing_node_types(page, workflow: dict) -> list[str]:
     return page.evaluate("(types) => types.filter((t) => !(t in LiteGraph.registered_node_types))", types)
 
 
-def sync(page, name: str, keep_thumbnail: bool) -> None:
+def sync(page, name: str, keep_thumbnail: bool, update_ui: bool = False) -> None:
     ui_path = WORKFLOWS_DIR / f"{name}.json"
     workflow = json.loads(ui_path.read_text())
     missing = missing_node_types(page, workflow)
     if missing:
         raise SystemExit(f"{ui_path}: the server has no node types {missing}")
     frontend.load_workflow(page, workflow)
-    _, api = frontend.graph_to_prompt(page)
+    saved, api = frontend.graph_to_prompt(page)
+    if update_ui:  # new inputs get their default values; everything else stays as it was
+        saved["id"] = workflow.get("id", saved.get("id"))
+        write_json(ui_path, saved)
+        print(f"wrote {ui_path}")
     write_json(WORKFLOWS_DIR / "api" / f"{name}.json", api)
     print(f"wrote {WORKFLOWS_DIR / 'api' / (name + '.json')} ({len(api)} nodes)")
     jpg = WORKFLOWS_DIR / f"{name}.jpg"
@@ -105,6 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--new", metavar="NAME", help="create workflows/NAME.json from --from-api")
     parser.add_argument("--from-api", type=Path, help="API-format draft for --new")
     parser.add_argument("--keep-thumbnails", action="store_true", help="do not replace existing thumbnails")
+    parser.add_argument("--update-ui", action="store_true", help="re-save the UI files as the frontend saves them (after a node gained an input)")
     args = parser.parse_args(argv)
     if bool(args.new) != bool(args.from_api):
         parser.error("--new and --from-api go together")
@@ -132,7 +145,7 @@ def main(argv=None) -> int:
                     print(f"wrote {WORKFLOWS_DIR / (args.new + '.json')}")
                     names = [args.new]
                 for name in names:
-                    sync(page, name, args.keep_thumbnails)
+                    sync(page, name, args.keep_thumbnails, args.update_ui)
         finally:
             if server is not None:
                 server.stop()

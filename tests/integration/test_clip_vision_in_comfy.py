@@ -7,63 +7,28 @@
   graphs with Hugging Face folders (models/steer) and a stock CLIP_VISION run to the end.
 """
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from filelock import FileLock
 
-from comfy_server import CHECKPOINT_NAME, ExecutionFailed, PromptBuilder, comfyui_path
-from unit.tiny_models import write_tiny_classifier, write_tiny_clip
+from comfy_server import CHECKPOINT_NAME, ExecutionFailed, PromptBuilder
+from fixture_models import cached_clip_vision_file, run_clip_vision_probe, stage_clip_vision, stage_tiny_clip
+from unit.tiny_models import write_tiny_classifier
 
-PROBE_SCRIPT = Path(__file__).with_name("clip_vision_probe.py")
-CLIP_VISION_FIXTURE_VERSION = "1"
-CLIP_VISION_NAME = "steer_test_vitl_random.safetensors"
 MODEL_NODES = ("SteerLoadGuidanceModel", "SteerCLIPTextLoss", "SteerCLIPImageLoss", "SteerStyleLoss", "SteerClassifierLoss")
 
 
-def _cache_dir() -> Path:
-    if "STEER_TEST_CACHE" in os.environ:
-        return Path(os.environ["STEER_TEST_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "steer-tests"
-
-
-def _run_probe(command: str, path: Path, timeout: float) -> subprocess.CompletedProcess:
-    completed = subprocess.run(
-        [sys.executable, str(PROBE_SCRIPT), command, str(path)],
-        env={**os.environ, "COMFYUI_PATH": str(comfyui_path()), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if completed.returncode != 0:
-        raise AssertionError(f"clip_vision_probe.py {command} failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}")
-    return completed
-
-
 @pytest.fixture(scope="session")
-def clip_vision_file() -> Path:
+def clip_vision_file():
     """A ViT-L/14 CLIP vision file with random weights in ComfyUI's key layout, built once and cached (~600 MB)."""
-    directory = _cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"clip_vision_vitl_random-v{CLIP_VISION_FIXTURE_VERSION}.safetensors"
-    with FileLock(str(directory / "clip_vision_vitl.lock")):
-        if not path.exists():
-            partial = path.with_name(path.name + ".partial")
-            _run_probe("build", partial, timeout=900)
-            os.replace(partial, path)
-    return path
+    return cached_clip_vision_file()
 
 
 @pytest.fixture(scope="module")
 def steer_models(comfy):
     """Tiny Hugging Face folders in the server's models/steer."""
     root = comfy.models_dir / "steer"
-    if not (root / "tiny-clip" / "config.json").exists():
-        write_tiny_clip(root / "tiny-clip")
+    assert stage_tiny_clip(comfy.models_dir) == "tiny-clip"
     if not (root / "tiny-classifier" / "config.json").exists():
         write_tiny_classifier(root / "tiny-classifier")
     return root
@@ -71,10 +36,7 @@ def steer_models(comfy):
 
 @pytest.fixture(scope="module")
 def stock_clip_vision(comfy, clip_vision_file):
-    link = comfy.models_dir / "clip_vision" / CLIP_VISION_NAME
-    if not link.is_symlink():
-        link.symlink_to(clip_vision_file)
-    return CLIP_VISION_NAME
+    return stage_clip_vision(comfy.models_dir)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +51,7 @@ def style_reference(comfy):
 
 
 def test_stock_clip_vision_gets_gradients_and_comfyui_behaviour_is_unchanged(clip_vision_file):
-    completed = _run_probe("probe", clip_vision_file, timeout=1500)
+    completed = run_clip_vision_probe("probe", clip_vision_file, timeout=1500)
     line = next(line for line in completed.stdout.splitlines() if line.startswith("PROBE_REPORT "))
     report = json.loads(line.removeprefix("PROBE_REPORT "))
     assert report["steer_folder_registered"]

@@ -14,7 +14,7 @@ import requests
 from comfy_server import CHECKPOINT_NAME, REPO_ROOT
 from comfy_frontend import browser_missing_reason, chromium, fit_view, graph_to_prompt, load_workflow, open_app, prepare_user_settings
 from steer.batch.workflow import VIRTUAL_NODE_TYPES, ObjectInfo, diff_api, widget_values
-from workflow_files import NAMES, TEST_SIZE, api_workflow, stage_inputs, ui_workflow
+from workflow_files import NAMES, TEST_SIZE, api_workflow, stage_for_workflows, ui_workflow
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 RUN_IN_BROWSER = "color_guidance"
@@ -33,7 +33,7 @@ def templates(comfy):
 
 @pytest.fixture(scope="module")
 def page(comfy):
-    stage_inputs(comfy.input_dir)
+    stage_for_workflows(comfy)
     # A returning user: no first-run template picker; no minimap over the graph.
     prepare_user_settings(comfy.base_url, {"Comfy.Minimap.Visible": False})
     with chromium() as browser:

@@ -11,14 +11,21 @@ import pytest
 import requests
 
 from steer.batch.workflow import check_api, check_ui, diff_api, ui_to_api
-from workflow_files import NAMES, NOT_RUN, TEST_SIZE, api_workflow, shrunk_for_tests, stage_inputs, ui_workflow
+from workflow_files import NAMES, NOT_RUN, TEST_SIZE, api_workflow, shrunk_for_tests, stage_for_workflows, ui_workflow
 
 pytestmark = pytest.mark.skipif(not NAMES, reason="no workflows in workflows/")
 
 
 @pytest.fixture(scope="module")
-def object_info(comfy):
-    return comfy.object_info()
+def staged(comfy):
+    """The server holds what the workflows name: example inputs (image folders too) and stand-in models."""
+    stage_for_workflows(comfy)
+    return comfy
+
+
+@pytest.fixture(scope="module")
+def object_info(staged):
+    return staged.object_info()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -65,12 +72,21 @@ def test_workflows_are_offered_as_templates_with_thumbnails(comfy):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_api_twin_runs(name, comfy):
+def test_api_twin_runs(name, staged):
     if name in NOT_RUN:
         pytest.skip(NOT_RUN[name])
-    stage_inputs(comfy.input_dir)
+    comfy = staged
     prompt = shrunk_for_tests(api_workflow(name), name)
+    log_start = len(comfy.log_text())
     result = comfy.run(prompt, timeout=600)
+    log = comfy.log_text()[log_start:]
+    # Every embedding a prompt names (embedding:<concept>) and every LoRA key was found.
+    assert "does not exist, ignoring" not in log and "lora key not loaded" not in log, log[-3000:]
+    for node in prompt.values():
+        if node["class_type"] == "SteerAttnDreamBoothTrain":  # the trained concept was saved in the stock folders
+            concept = node["inputs"]["concept_name"]
+            assert (comfy.models_dir / "embeddings" / f"{concept}.safetensors").is_file()
+            assert (comfy.models_dir / "loras" / f"{concept}.safetensors").is_file() and (comfy.models_dir / "loras" / f"{concept}.json").is_file()
     saved = [node_id for node_id, node in prompt.items() if node["class_type"] == "SaveImage"]
     images = [image for node_id in saved for image in comfy.images(result, node_id)]
     assert images, f"{name}: no saved image; outputs {result.outputs}"

@@ -12,16 +12,38 @@ import shutil
 from pathlib import Path
 
 from comfy_server import CHECKPOINT_NAME, REPO_ROOT
+from fixture_models import stage_clip_vision, stage_concept, stage_tiny_clip
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 API_DIR = WORKFLOWS_DIR / "api"
-INPUTS_DIR = WORKFLOWS_DIR / "inputs"  # example input images the workflows name (LoadImage)
+INPUTS_DIR = WORKFLOWS_DIR / "inputs"  # example input images (LoadImage) and image folders (LoadImageSetFromFolderNode)
 NAMES = sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json"))
 TEST_SIZE = 64
 TEST_STEPS = 2
 
+# What the test server holds besides the fixture checkpoint (written by stage_models): random-weight
+# stand-ins for the models a user picks, which the overrides below point the workflows at.
+TEST_CLIP_FOLDER = "tiny-clip"  # models/steer: a tiny CLIP with tokenizer (tests/unit/tiny_models.py)
+TEST_CLIP_VISION = "steer_test_vitl_random.safetensors"  # models/clip_vision: random ViT-L/14, the smallest the stock loader knows
+TEST_SAVED_CONCEPT = "steer_test_saved_concept"  # models/loras + models/embeddings: as Steer AttnDreamBooth Train saves
+TEST_TRAINED_CONCEPT = "steer_test_trained_concept"  # what the training workflow saves in the tests
+
+# A few optimizer steps of every stage at 64 px: the whole three-stage run, on the CPU in seconds.
+TINY_ATTNDREAMBOOTH = {
+    "preset": "custom",
+    "token_steps": 1, "cross_attention_steps": 1, "unet_steps": 1,
+    "token_batch_size": 1, "cross_attention_batch_size": 1, "unet_batch_size": 1,
+    "resolution": 64, "augmented_views": 1, "lora_rank": 4,
+    "concept_name": TEST_TRAINED_CONCEPT, "overwrite": True,
+}
+
 # name -> {"NODE_ID.inputs.NAME": value}, applied after the generic shrinking.
-TEST_RUN_OVERRIDES: dict[str, dict] = {}
+TEST_RUN_OVERRIDES: dict[str, dict] = {
+    "clip_text_guidance": {"5.inputs.model_folder": TEST_CLIP_FOLDER},
+    "style_reference": {"6.inputs.clip_name": TEST_CLIP_VISION},
+    "attndreambooth_train_and_generate": {f"3.inputs.{key}": value for key, value in TINY_ATTNDREAMBOOTH.items()},
+    "attndreambooth_generate": {"2.inputs.concept": TEST_SAVED_CONCEPT},
+}
 # name -> why its API twin is not run in the tests (it is still checked against /object_info).
 NOT_RUN: dict[str, str] = {}
 
@@ -52,17 +74,36 @@ def shrunk_for_tests(prompt: dict, name: str = "") -> dict:
             inputs["filename_prefix"] = f"workflow_tests/{name or 'workflow'}"
     for path, value in TEST_RUN_OVERRIDES.get(name, {}).items():
         node_id, _, input_name = path.split(".", 2)
+        if input_name not in prompt[node_id]["inputs"]:
+            raise KeyError(f"TEST_RUN_OVERRIDES[{name!r}]: node {node_id} ({prompt[node_id]['class_type']}) has no input {input_name!r}")
         prompt[node_id]["inputs"][input_name] = value
     return prompt
 
 
 def stage_inputs(input_dir: Path) -> list[str]:
-    """Copy the example input images into the server's input folder; returns their names."""
+    """Copy the example inputs (images, and folders of images) into the server's input folder; returns their names."""
     input_dir = Path(input_dir)
     input_dir.mkdir(parents=True, exist_ok=True)
     names = []
     for path in sorted(INPUTS_DIR.glob("*")) if INPUTS_DIR.is_dir() else []:
         if path.is_file():
             shutil.copy2(path, input_dir / path.name)
-            names.append(path.name)
+        elif path.is_dir():
+            shutil.copytree(path, input_dir / path.name, dirs_exist_ok=True)
+        else:
+            continue
+        names.append(path.name)
     return names
+
+
+def stage_models(models_dir: Path) -> None:
+    """Put the random-weight stand-ins the TEST_RUN_OVERRIDES name into the server's model folders."""
+    assert stage_tiny_clip(models_dir) == TEST_CLIP_FOLDER
+    assert stage_clip_vision(models_dir) == TEST_CLIP_VISION
+    stage_concept(models_dir, TEST_SAVED_CONCEPT, category="dog")
+
+
+def stage_for_workflows(comfy) -> None:
+    """Everything the shared workflows name on a test server: example inputs and stand-in models."""
+    stage_inputs(comfy.input_dir)
+    stage_models(comfy.models_dir)

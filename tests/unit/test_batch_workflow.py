@@ -76,6 +76,26 @@ def test_api_check_lets_model_and_image_file_names_through(info, api):
     assert check_api(api, info) == before
 
 
+def test_api_check_lets_model_folders_and_concepts_through_but_not_other_combos(info):
+    """A Steer model folder or saved concept is the user's own, like a file name; any other combo value is checked."""
+    info = copy.deepcopy(info)
+    info["SteerLoadGuidanceModel"] = {
+        "input": {"required": {"model_folder": [["tiny-clip"], {}], "precision": [["auto", "float32"], {}]}},
+        "input_order": {"required": ["model_folder", "precision"]},
+        "output": ["STEER_GUIDANCE_MODEL"], "output_node": False,
+    }
+    prompt = {
+        "1": {"class_type": "SteerLoadGuidanceModel", "inputs": {"model_folder": "clip-vit-large-patch14", "precision": "auto"}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+    }
+    assert not [p for p in check_api(prompt, info) if "node 1 " in p]
+    prompt["1"]["inputs"]["precision"] = "float64"
+    assert any("'float64' is not one of the allowed values" in p for p in check_api(prompt, info))
+    prompt["1"]["inputs"].update(precision="auto", model_folder="")
+    assert any("'' is not one of the allowed values" in p for p in check_api(prompt, info))
+
+
 def test_api_check_wants_an_output_node(info, api):
     for output_id in [i for i, n in api.items() if n["class_type"] in ("SaveImage", "PreviewImage")]:
         del api[output_id]
@@ -102,7 +122,7 @@ def test_ui_check_catches_an_unknown_node_type(info, ui):
 def test_ui_check_catches_a_value_out_of_range_and_a_bad_combo(info, ui):
     before = check_ui(ui, info)
     sampler = ui_node(ui, "SteerGuidedSampler")
-    sampler["widgets_values"] = ["nope", -1]
+    sampler["widgets_values"] = ["nope", -1, sampler["widgets_values"][2]]
     problems = new_problems(before, check_ui(ui, info))
     assert any("'nope' is not one of the allowed values" in p for p in problems), problems
     assert any("-1 is below the minimum 0.0" in p for p in problems), problems

@@ -15,7 +15,7 @@ THUMBNAIL_MAX_BYTES = 200_000
 
 
 def test_there_are_workflows_and_every_api_twin_has_its_ui_file():
-    assert {"color_guidance", "edge_structure"} <= set(NAMES)
+    assert {"color_guidance", "edge_structure", "clip_text_guidance", "style_reference", "attndreambooth_train_and_generate", "attndreambooth_generate"} <= set(NAMES)
     orphans = sorted(path.stem for path in (WORKFLOWS / "api").glob("*.json") if path.stem not in NAMES)
     assert not orphans, f"API files without a UI file in workflows/: {orphans}"
 
@@ -46,3 +46,18 @@ def test_shared_files_name_a_common_checkpoint_and_bundled_inputs(name):
             assert "steer_tiny" not in inputs["ckpt_name"], "the test checkpoint leaked into a shared file"
         if node["class_type"] == "LoadImage":
             assert (WORKFLOWS / "inputs" / inputs["image"]).is_file(), f"ship workflows/inputs/{inputs['image']} for {name}"
+        if node["class_type"] == "LoadImageSetFromFolderNode":
+            folder = WORKFLOWS / "inputs" / inputs["folder"]
+            photos = [p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")] if folder.is_dir() else []
+            assert len(photos) >= 3, f"ship workflows/inputs/{inputs['folder']}/ with 3 or more images for {name}"
+        for key in ("clip_name", "model_folder", "concept", "concept_name"):
+            value = inputs.get(key)
+            if isinstance(value, str):
+                assert not value.startswith(("steer_test", "tiny")), f"a test stand-in ({value}) leaked into a shared file"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_workflow_explains_itself_in_a_note(name):
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    notes = [node for node in ui["nodes"] if node["type"] in ("Note", "MarkdownNote")]
+    assert notes and any(len(str(value)) > 80 for note in notes for value in note.get("widgets_values") or [])
