@@ -36,6 +36,24 @@ def comfyui_path() -> Path:
     return Path(os.environ.get("COMFYUI_PATH", DEFAULT_COMFYUI_PATH))
 
 
+def run_script(script: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """Runs a helper script that imports ComfyUI in its own process (the pytest process must never
+    get ComfyUI's top-level `nodes` module), offline; raises with its output if it fails."""
+    completed = subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        env={**os.environ, "COMFYUI_PATH": str(comfyui_path()), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if completed.returncode != 0:
+        raise AssertionError(
+            f"{Path(script).name} {' '.join(map(str, args))} failed (exit {completed.returncode}):\n"
+            f"{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
+        )
+    return completed
+
+
 def comfyui_missing_reason() -> str | None:
     """None when a ComfyUI checkout is available, else the one-line reason to skip."""
     path = comfyui_path()

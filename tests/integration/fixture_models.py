@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from comfy_server import CHECKPOINT_NAME, comfyui_path
+from comfy_server import CHECKPOINT_NAME, run_script
 
 PROBE_SCRIPT = Path(__file__).with_name("clip_vision_probe.py")
 CLIP_VISION_FIXTURE_VERSION = "1"
@@ -30,16 +29,7 @@ def cache_dir() -> Path:
 
 
 def run_clip_vision_probe(command: str, path: Path, timeout: float) -> subprocess.CompletedProcess:
-    completed = subprocess.run(
-        [sys.executable, str(PROBE_SCRIPT), command, str(path)],
-        env={**os.environ, "COMFYUI_PATH": str(comfyui_path()), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if completed.returncode != 0:
-        raise AssertionError(f"clip_vision_probe.py {command} failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}")
-    return completed
+    return run_script(PROBE_SCRIPT, command, path, timeout=timeout)
 
 
 def cached_clip_vision_file() -> Path:

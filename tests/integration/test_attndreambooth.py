@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from comfy_server import CHECKPOINT_NAME, ComfyServer, ExecutionFailed, PromptBuilder, comfyui_path
+from comfy_server import CHECKPOINT_NAME, ComfyServer, ExecutionFailed, PromptBuilder, run_script
 
 PROBE_SCRIPT = Path(__file__).with_name("attndreambooth_probe.py")
 CONCEPT = "steer_test_dog"
@@ -82,15 +80,7 @@ if "SteerAttnDreamBoothTrain" not in comfy_nodes.NODE_CLASS_MAPPINGS:
 
 
 def _run_probe(command: str, timeout: float) -> dict:
-    completed = subprocess.run(
-        [sys.executable, str(PROBE_SCRIPT), command],
-        env={**os.environ, "COMFYUI_PATH": str(comfyui_path()), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if completed.returncode != 0:
-        raise AssertionError(f"attndreambooth_probe.py {command} failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}")
+    completed = run_script(PROBE_SCRIPT, command, timeout=timeout)
     line = next(line for line in completed.stdout.splitlines() if line.startswith("PROBE_REPORT "))
     return json.loads(line.removeprefix("PROBE_REPORT "))
 

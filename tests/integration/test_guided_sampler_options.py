@@ -1,13 +1,10 @@
 """The guided sampler's cost options inside real ComfyUI: gradient checkpointing and the TAESD loss decoder."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from comfy_server import CHECKPOINT_NAME, ExecutionFailed, PromptBuilder
+from comfy_server import CHECKPOINT_NAME, ExecutionFailed, PromptBuilder, run_script
 
 TAESD_BUILDER = Path(__file__).resolve().parents[1] / "fixtures" / "build_taesd_decoder.py"
 
@@ -51,8 +48,7 @@ def test_gradient_checkpointing_leaves_the_guided_image_unchanged(comfy, gradien
 
 
 def _write_tiny_decoder(path: Path) -> None:
-    completed = subprocess.run([sys.executable, str(TAESD_BUILDER), str(path)], env=dict(os.environ), capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_script(TAESD_BUILDER, path, timeout=300)
 
 
 def test_taesd_loss_decoder_needs_its_file_then_guides_through_it(comfy):
