@@ -120,9 +120,7 @@ class Bench:
     """The models, built once: ComfyUI's patcher and VAE, the CLIP loss, conditioning and latents."""
 
     def __init__(self, latent: int, workdir: Path):
-        from ..personalize.cli_train import import_comfyui
-
-        import_comfyui()
+        comfy_sd()
         import comfy.model_management
         import comfy.samplers
         import comfy.sd
@@ -375,10 +373,13 @@ def memory_probe(name: str, latent: int) -> None:
     print(json.dumps({"mode": name, "before_mib": resident / 2**20, "peak_mib": peak.peak / 2**20}))
 
 
+NEEDS_COMFYUI = "steer bench runs the models through ComfyUI's own loaders and samplers: set COMFYUI_PATH to a ComfyUI checkout"
+
+
 def comfy_sd():
     from ..personalize.cli_train import import_comfyui
 
-    return import_comfyui()
+    return import_comfyui(missing=NEEDS_COMFYUI)
 
 
 def training_ratio(repeats: int, log) -> dict | None:

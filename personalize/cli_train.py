@@ -234,11 +234,15 @@ def open_backbone(model_path: str, device: str | None, photos):
             yield backbone, f"{path.name} through ComfyUI ({backbone.architecture}) on {backbone.device}"
 
 
-def import_comfyui(force_cpu: bool = False):
-    """Put COMFYUI_PATH first on sys.path (this process only) and import comfy.sd."""
+NEEDS_COMFYUI_FOR_CHECKPOINTS = "single-file checkpoints are loaded with ComfyUI: set COMFYUI_PATH to a ComfyUI checkout, or give a diffusers model folder"
+
+
+def import_comfyui(force_cpu: bool = False, missing: str = NEEDS_COMFYUI_FOR_CHECKPOINTS):
+    """Put COMFYUI_PATH first on sys.path (this process only) and import comfy.sd.
+    `missing` is the error when COMFYUI_PATH is not set."""
     root = os.environ.get("COMFYUI_PATH")
     if not root:
-        raise SteerError("single-file checkpoints are loaded with ComfyUI: set COMFYUI_PATH to a ComfyUI checkout, or give a diffusers model folder")
+        raise SteerError(missing)
     root = str(Path(root).resolve())
     if not (Path(root) / "comfy" / "sd.py").is_file():
         raise SteerError(f"COMFYUI_PATH={root} is not a ComfyUI checkout (no comfy/sd.py)")

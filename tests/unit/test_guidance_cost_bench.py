@@ -63,3 +63,10 @@ def test_floors_are_the_sum_of_the_parts():
     assert abs(floor["augmentation_through_model"] - 2.0 / 8.0) < 1e-12
     rows = bench.build_rows(_times(through_positive=9.0, unguided=2.0), None, None, floor)
     assert _row(rows, bench.MODES["through_positive"].name)["floor"] == 4.0
+
+
+def test_without_comfyui_the_bench_says_what_to_set():
+    env = {k: v for k, v in __import__("os").environ.items() if k != "COMFYUI_PATH"}
+    run = subprocess.run([sys.executable, "-m", "steer.cli", "bench", "--no-memory"], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 2
+    assert "COMFYUI_PATH" in run.stderr and "steer bench" in run.stderr
