@@ -95,7 +95,7 @@ MODES = {
 MEMORY_MODES = ("unguided", "through_positive", "through_positive_nockpt", "x0_vae", "x0_vae_nockpt", "x0_taesd")
 
 
-def _load_script(path: Path, name: str):
+def load_script(path: Path, name: str):
     if not path.is_file():
         raise SteerError(f"{path} is missing: `steer bench` runs from a checkout of the Steer repository")
     spec = importlib.util.spec_from_file_location(name, path)
@@ -127,7 +127,7 @@ class Bench:
         import folder_paths
 
         self.comfy_sd, self.samplers, self.mm = comfy.sd, comfy.samplers, comfy.model_management
-        fixture = _load_script(FIXTURE_BUILDER, "steer_bench_random_weights")
+        fixture = load_script(FIXTURE_BUILDER, "steer_bench_random_weights")
         import comfy as comfy_pkg
         import comfy.ldm.models.autoencoder  # noqa: F401  (the fixture builders reach these as comfy_pkg.*)
         import comfy.ldm.modules.diffusionmodules.openaimodel  # noqa: F401
@@ -385,7 +385,7 @@ def comfy_sd():
 def training_ratio(repeats: int, log) -> dict | None:
     """AttnDreamBooth step (regularizer capture) over a plain diffusion-loss step, ComfyUI backend,
     on the tiny test checkpoint (benchmarks/personalize_step_comfy.py)."""
-    script = _load_script(PERSONALIZE_BENCH, "steer_bench_personalize")
+    script = load_script(PERSONALIZE_BENCH, "steer_bench_personalize")
     from ..nodes.comfy_personalize import ComfyBackbone
 
     path = script.tiny_checkpoint()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -24,15 +23,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny text encoder/tokenizer helpers
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor
 
-from diffusers import UNet2DConditionModel  # noqa: E402
-from diffusers.models.attention_processor import AttnProcessor  # noqa: E402
+from steer.benchmarks.guidance_cost import load_script
+from steer.personalize.diffusers_backbone import CapturingCrossAttnProcessor, DiffusersBackbone
+from steer.personalize.regularizer import AttentionCapture, attention_regularizer
+from steer.personalize.stages import RegularizerWeights
 
-from steer.personalize.diffusers_backbone import CapturingCrossAttnProcessor, DiffusersBackbone  # noqa: E402
-from steer.personalize.regularizer import AttentionCapture, attention_regularizer  # noqa: E402
-from steer.personalize.stages import RegularizerWeights  # noqa: E402
-from unit.tiny_sd import TEXT_WIDTH, tiny_components, write_tokenizer_files  # noqa: E402
+# The tests' tiny text encoder/tokenizer helpers, loaded by path (no sys.path change).
+_tiny_sd = load_script(Path(__file__).resolve().parents[1] / "tests" / "unit" / "tiny_sd.py", "steer_bench_tiny_sd")
+TEXT_WIDTH, tiny_components, write_tokenizer_files = _tiny_sd.TEXT_WIDTH, _tiny_sd.tiny_components, _tiny_sd.write_tokenizer_files
 
 UNETS = {
     "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, attention_head_dim=2, norm_num_groups=8,

@@ -18,6 +18,7 @@ import comfy.model_sampling
 import comfy.samplers
 import comfy.utils
 import folder_paths
+import safetensors.torch
 import torch
 
 from ..guidance.config import GuidanceConfig
@@ -116,11 +117,13 @@ def tiny_decoder_file(latent_format) -> str:
             f"no tiny (TAESD) decoder exists for this model's latent space ({type(latent_format).__name__}); "
             "set loss_decoder to 'vae'"
         )
-    files = [f for f in folder_paths.get_filename_list("vae_approx") if os.path.basename(f).startswith(f"{name}.")]
+    candidates = [f for f in folder_paths.get_filename_list("vae_approx") if os.path.basename(f).startswith(f"{name}.")]
+    files = [f for f in candidates if f.lower().endswith((".safetensors", ".sft"))]  # never unpickle a .pth
     if not files:
+        found = f" (found only {', '.join(candidates)}: pickle files, which Steer does not load)" if candidates else ""
         raise SteerError(
-            f"loss_decoder 'taesd' needs {name}.safetensors (or .pth) in ComfyUI/models/vae_approx, the file TAESD previews use "
-            f"(github.com/madebyollin/taesd); put it there, or set loss_decoder to 'vae'"
+            f"loss_decoder 'taesd' needs {name}.safetensors in ComfyUI/models/vae_approx, the file TAESD previews use "
+            f"(github.com/madebyollin/taesd){found}; put it there, or set loss_decoder to 'vae'"
         )
     return folder_paths.get_full_path_or_raise("vae_approx", sorted(files)[0])
 
@@ -139,7 +142,7 @@ def make_tiny_decoder(latent_format, device: torch.device, dtype: torch.dtype):
     with _tiny_decoders_lock:
         decoder = _tiny_decoders.get(key)
         if decoder is None:
-            state = comfy.utils.load_torch_file(path, safe_load=True)
+            state = safetensors.torch.load_file(path, device="cpu")
             with torch.inference_mode(False):
                 channels = state["1.weight"].shape[1] if "1.weight" in state else latent_format.latent_channels
                 decoder = Decoder(latent_channels=channels)

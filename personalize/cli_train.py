@@ -6,10 +6,11 @@
 MODEL is either
 - a diffusers model folder (unet/, text_encoder/, tokenizer/, vae/, scheduler/): trained with the
   diffusers backend, no ComfyUI needed; or
-- a single-file checkpoint (.safetensors/.ckpt): loaded with ComfyUI's own loaders and trained
-  with the ComfyUI backend, exactly as the node does. This needs a ComfyUI checkout in
-  COMFYUI_PATH; its folder goes on sys.path for this command only (ComfyUI has top-level
-  modules such as `nodes`, which is why the rest of Steer never does this).
+- a single-file checkpoint (.safetensors/.sft; pickle formats such as .ckpt are refused): loaded
+  with ComfyUI's own loaders and trained with the ComfyUI backend, exactly as the node does. This
+  needs a ComfyUI checkout in COMFYUI_PATH; its folder goes at the END of sys.path for this
+  process only, so ComfyUI's top-level modules (`nodes`, `utils`, `app`, `server`...) never
+  shadow an installed package; Steer's own modules are all inside the `steer` package.
 
 Ctrl-C stops after the current step and keeps a checkpoint: the same command resumes.
 """
@@ -27,7 +28,8 @@ from pathlib import Path
 from ..guidance.errors import SteerError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-CHECKPOINT_FILE_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".sft")
+CHECKPOINT_FILE_EXTENSIONS = (".safetensors", ".sft")
+PICKLE_FILE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")  # loading these would unpickle arbitrary code
 DEFAULT_VIEWS = 16  # as the node
 
 
@@ -216,6 +218,11 @@ def open_backbone(model_path: str, device: str | None, photos):
         return
     if not path.is_file():
         raise SteerError(f"--model {model_path!r} does not exist; give a diffusers model folder or a checkpoint file")
+    if path.suffix.lower() in PICKLE_FILE_EXTENSIONS:
+        raise SteerError(
+            f"--model {model_path!r} is a pickle file ({path.suffix}); Steer loads safetensors only, because unpickling can run "
+            "arbitrary code. Use the model's .safetensors release, or convert the file to safetensors with a tool you trust"
+        )
     if path.suffix.lower() not in CHECKPOINT_FILE_EXTENSIONS:
         raise SteerError(f"--model {model_path!r} is neither a diffusers folder nor a checkpoint file ({', '.join(CHECKPOINT_FILE_EXTENSIONS)})")
     comfy_sd = import_comfyui(force_cpu=device == "cpu")
@@ -238,7 +245,7 @@ NEEDS_COMFYUI_FOR_CHECKPOINTS = "single-file checkpoints are loaded with ComfyUI
 
 
 def import_comfyui(force_cpu: bool = False, missing: str = NEEDS_COMFYUI_FOR_CHECKPOINTS):
-    """Put COMFYUI_PATH first on sys.path (this process only) and import comfy.sd.
+    """Put COMFYUI_PATH at the end of sys.path (this process only) and import comfy.sd from it.
     `missing` is the error when COMFYUI_PATH is not set."""
     root = os.environ.get("COMFYUI_PATH")
     if not root:
@@ -252,7 +259,9 @@ def import_comfyui(force_cpu: bool = False, missing: str = NEEDS_COMFYUI_FOR_CHE
     if loaded is not None and not any(p.startswith(root) for p in loaded_from):
         raise SteerError(f"another 'comfy' package ({', '.join(loaded_from) or loaded}) is already imported; run steer train in a fresh process")
     if root not in sys.path:
-        sys.path.insert(0, root)
+        # Last, not first: ComfyUI's top-level modules must not shadow installed packages. The checks
+        # below make sure `comfy` itself still comes from this checkout.
+        sys.path.append(root)
     import torch
 
     import comfy.cli_args

@@ -143,12 +143,12 @@ class DiffusersBackbone:
         missing = [part for part in ("unet", "text_encoder", "tokenizer", "vae", "scheduler") if not os.path.isdir(os.path.join(folder, part))]
         if missing:
             raise SteerError(f"{folder!r} is not a Stable Diffusion diffusers folder: it has no {', '.join(missing)} subfolder(s)")
-        local = {"local_files_only": True}
+        local = {"local_files_only": True}  # use_safetensors=True below: never fall back to pickle (.bin) weights
         return cls(
-            UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **local),
-            CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **local),
+            UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True, **local),
+            CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", use_safetensors=True, **local),
             CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **local),
-            AutoencoderKL.from_pretrained(folder, subfolder="vae", **local),
+            AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True, **local),
             DDPMScheduler.from_pretrained(folder, subfolder="scheduler", **local),
             device=device,
             frozen_dtype=frozen_dtype,

@@ -111,6 +111,10 @@ def test_input_errors_are_one_line_messages(model_folder, photo_folder, tmp_path
     monkeypatch.delenv("COMFYUI_PATH", raising=False)
     assert main(arguments(checkpoint, photo_folder, tmp_path, "single_file")) == 2
     assert "COMFYUI_PATH" in capsys.readouterr().err
+    pickled = tmp_path / "model.ckpt"
+    pickled.write_bytes(b"not loaded")
+    assert main(arguments(pickled, photo_folder, tmp_path, "pickled")) == 2  # refused before anything unpickles it
+    assert "safetensors only" in capsys.readouterr().err
     assert not (tmp_path / "loras").exists() or not any((tmp_path / "loras").iterdir())
 
 
