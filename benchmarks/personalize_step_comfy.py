@@ -17,14 +17,14 @@ checkout (COMFYUI_PATH); nothing is downloaded. Compare with benchmarks/personal
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
+from steer.benchmarks.guidance_cost import load_script
 from steer.personalize.cli_train import import_comfyui
 from steer.personalize.regularizer import AttentionCapture, attention_regularizer
 from steer.personalize.stages import RegularizerWeights
@@ -34,10 +34,7 @@ FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sd15_che
 
 
 def tiny_checkpoint() -> Path:
-    spec = importlib.util.spec_from_file_location("steer_bench_fixture", FIXTURE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.tiny_sd15_checkpoint()
+    return load_script(FIXTURE, "steer_bench_fixture").tiny_sd15_checkpoint()
 
 
 def explicit_self_attention(q, k, v, extra_options):
@@ -50,18 +47,8 @@ def explicit_self_attention(q, k, v, extra_options):
     return (probabilities @ vh).transpose(1, 2).reshape(batch, -1, inner)
 
 
-@contextmanager
 def explicit_attn1(backbone):
-    from steer.nodes.comfy_personalize import attn2_blocks
-
-    patcher = backbone._unet  # the training clone (benchmark only)
-    saved = patcher.model_options.get("transformer_options", {})
-    for block_name, number in attn2_blocks(backbone._diffusion_model):
-        patcher.set_model_attn1_replace(explicit_self_attention, block_name, number)
-    try:
-        yield
-    finally:
-        patcher.model_options["transformer_options"] = saved
+    return backbone.attention_replaced(attn1=explicit_self_attention)
 
 
 def one_step(backbone, variant, prompt, text, latents, timesteps, parameters, amp) -> float:

@@ -503,14 +503,22 @@ class ComfyBackbone:
         output = self._diffusion_model(x, timesteps.to(self.device).float(), context=context, transformer_options=options)
         return output.float()
 
-    @contextmanager
     def attention_capture(self, capture: AttentionCapture):
+        """Cross-attention through Steer's capturing patch; self-attention keeps its fused kernel."""
+        return self.attention_replaced(attn2=capturing_attn2(capture))
+
+    @contextmanager
+    def attention_replaced(self, attn1=None, attn2=None):
+        """ComfyUI attention replace patches on every transformer block of the training clone, for
+        the span of the block (the clone's previous transformer_options come back afterwards)."""
         self._require_open()
         patcher = self._unet
         saved = patcher.model_options.get("transformer_options", {})
-        patch = capturing_attn2(capture)
         for block_name, number in attn2_blocks(self._diffusion_model):
-            patcher.set_model_attn2_replace(patch, block_name, number)
+            if attn1 is not None:
+                patcher.set_model_attn1_replace(attn1, block_name, number)
+            if attn2 is not None:
+                patcher.set_model_attn2_replace(attn2, block_name, number)
         try:
             yield
         finally:
