@@ -20,31 +20,13 @@ import torch
 
 from ..digits import experiment
 from ..digits import model as digits
-from ..guidance.augment import AugmentConfig
-from ..guidance.config import PRESETS, GuidanceConfig, TimeTravel
+from ..guidance.config import GuidanceConfig
 from ..guidance.errors import SteerError
+from .methods import standard_methods
 
 
 def methods() -> dict[str, GuidanceConfig]:
-    paper = PRESETS["paper"]
-    freedom = PRESETS["freedom"]
-    return {
-        "unguided": dataclasses.replace(paper, scale=0.0),
-        "dps": PRESETS["dps"],
-        "freedom": freedom,
-        "ugd": PRESETS["ugd"],
-        "mpgd": PRESETS["mpgd"],
-        "paper": paper,
-        "paper − Polyak (FreeDoM step)": dataclasses.replace(paper, step_rule=freedom.step_rule, scale=freedom.scale),
-        "paper − augmentation": dataclasses.replace(paper, augment=AugmentConfig(copies=0)),
-        "paper − time travel": dataclasses.replace(paper, time_travel=TimeTravel(repeats=1)),
-        # The Polyak and time-travel ablations again without augmentation, which is harmful on this
-        # model and would otherwise confound them (reported beside the claims, not instead of them).
-        "paper − augmentation − Polyak (FreeDoM step)": dataclasses.replace(
-            paper, augment=AugmentConfig(copies=0), step_rule=freedom.step_rule, scale=freedom.scale
-        ),
-        "paper − augmentation − time travel": dataclasses.replace(paper, augment=AugmentConfig(copies=0), time_travel=TimeTravel(repeats=1)),
-    }
+    return standard_methods(without_augmentation=True)
 
 
 def run(per_class: int, step_counts: list[int], seed: int, log=print, only: list[str] | None = None) -> list[dict]:
