@@ -48,13 +48,14 @@ def run(per_class: int, step_counts: list[int], seed: int, log=print, only: list
                     "method": name,
                     "steps": steps,
                     "judge_hit_rate": scores.judge_hit_rate,
+                    "outsider_hit_rate": scores.outsider_hit_rate,
                     "guide_hit_rate": scores.guide_hit_rate,
                     "guide_judge_gap": scores.guide_judge_gap,
                     "frechet": scores.frechet,
                     "seconds_per_sample": scores.seconds_per_sample,
                 }
             )
-            log(f"  {steps:>3} steps  {name:<32} judge {scores.judge_hit_rate:6.1%}  guide {scores.guide_hit_rate:6.1%}  "
+            log(f"  {steps:>3} steps  {name:<32} judge {scores.judge_hit_rate:6.1%}  outsider {scores.outsider_hit_rate:6.1%}  guide {scores.guide_hit_rate:6.1%}  "
                 f"Fréchet {scores.frechet:7.2f}  ({time.perf_counter() - start:.0f} s)")
     return rows
 
@@ -114,12 +115,12 @@ def claims(rows: list[dict]) -> list[dict]:
 
 def markdown(rows: list[dict], claim_rows: list[dict]) -> str:
     lines = [
-        "| steps | method | judge hit-rate | guide hit-rate | guide − judge | Fréchet (judge features) | s / sample |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| steps | method | judge hit-rate | outsider hit-rate | guide hit-rate | guide − judge | Fréchet (judge features) | s / sample |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['steps']} | {r['method']} | {r['judge_hit_rate']:.1%} | {r['guide_hit_rate']:.1%} | "
+            f"| {r['steps']} | {r['method']} | {r['judge_hit_rate']:.1%} | {r['outsider_hit_rate']:.1%} | {r['guide_hit_rate']:.1%} | "
             f"{r['guide_judge_gap']:+.1%} | {r['frechet']:.2f} | {r['seconds_per_sample']:.3f} |"
         )
     lines.append("")

@@ -41,12 +41,12 @@ def run_demo(out_dir: Path, per_digit: int = 8, steps: int = 50, preset_name: st
 
 def _table(scores: dict, preset_name: str) -> str:
     rows = [
-        "| | judge hit-rate | realism (Fréchet to real digits, lower is better) | s / sample |",
-        "| --- | --- | --- | --- |",
+        "| | judge hit-rate | outsider hit-rate | realism (Fréchet to real digits, lower is better) | s / sample |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for label, s in scores.items():
         name = f"guided ({preset_name})" if label == "guided" else label
-        rows.append(f"| {name} | {s.judge_hit_rate:.1%} | {s.frechet:.2f} | {s.seconds_per_sample:.3f} |")
+        rows.append(f"| {name} | {s.judge_hit_rate:.1%} | {s.outsider_hit_rate:.1%} | {s.frechet:.2f} | {s.seconds_per_sample:.3f} |")
     return "\n".join(rows)
 
 

@@ -45,6 +45,7 @@ def generate(pretrained: digits.PretrainedDigits, targets: torch.Tensor, config:
 @dataclass
 class Scores:
     judge_hit_rate: float  # judge's argmax equals the target
+    outsider_hit_rate: float  # the outsider judge (k-NN over its own renders of half B) reads the target
     guide_hit_rate: float
     frechet: float  # of judge features, against held-out real digits
     seconds_per_sample: float
@@ -56,6 +57,15 @@ class Scores:
 
 
 _REAL_FEATURES: dict[int, torch.Tensor] = {}
+_OUTSIDER: list = []
+
+
+def outsider_judge():
+    if not _OUTSIDER:
+        from .outsider import load_outsider
+
+        _OUTSIDER.append(load_outsider()[0])
+    return _OUTSIDER[0]
 
 
 def real_judge_features(pretrained: digits.PretrainedDigits) -> torch.Tensor:
@@ -74,6 +84,7 @@ def score(pretrained: digits.PretrainedDigits, generated: Generated) -> Scores:
     guide = pretrained.guide(images).argmax(1)
     return Scores(
         judge_hit_rate=float((judge == targets).float().mean()),
+        outsider_hit_rate=float((outsider_judge().predict(images) == targets).float().mean()),
         guide_hit_rate=float((guide == targets).float().mean()),
         frechet=digits.frechet_distance(pretrained.judge_features(images), real_judge_features(pretrained)),
         seconds_per_sample=generated.seconds / len(targets),

@@ -155,7 +155,7 @@ def _step(x, sigma, sigma_next, i, repeat, denoiser, decode, loss, config, law, 
     x0, values, grad = loss_and_gradient(x, sigma, denoiser, decode, loss, config, augment)
     eps = law.eps(x, x0, sigma)
     x_next = law.ddim_step(x0, eps, sigma, sigma_next, config.eta, fresh)
-    context = StepContext(eps=eps, denoise_step=x_next - x, noise_level=law.noise(sigma))
+    context = StepContext(eps=eps, denoise_step=x_next - x, noise_level=law.noise(sigma), loss=values)
     displacement = rule(grad, context, config.scale, config.min_grad_norm)
     if config.gradient_path == "through_model":
         # Algorithm 1/2: the displacement lands on x_{t-1}; cap it relative to the noise in x.

@@ -27,6 +27,7 @@ class StepContext:
     eps: torch.Tensor  # the model's noise estimate ε̂ at this step
     denoise_step: torch.Tensor  # the unguided update of the sampler, x_next − x
     noise_level: torch.Tensor  # b(σ): the noise std currently in x (scalar tensor)
+    loss: torch.Tensor | None = None  # (B,) the loss values the gradient was taken of
 
 
 def polyak(grad: torch.Tensor, ctx: StepContext, scale: float, min_grad_norm: float) -> torch.Tensor:
@@ -39,6 +40,22 @@ def polyak(grad: torch.Tensor, ctx: StepContext, scale: float, min_grad_norm: fl
     g_norm = per_sample_norm(grad)
     usable = g_norm > min_grad_norm
     step = scale * per_sample_norm(ctx.eps) / torch.where(usable, g_norm, torch.ones_like(g_norm)) ** 2
+    return torch.where(usable, step, torch.zeros_like(step)) * grad
+
+
+def loss_polyak(grad: torch.Tensor, ctx: StepContext, scale: float, min_grad_norm: float) -> torch.Tensor:
+    """Classic Polyak with the loss itself as the gap (f* = 0): Δ = η·ℓ/‖g‖²·g, per sample.
+
+    To first order the step removes the fraction η of the remaining loss, whatever the loss's
+    units, the latent's scale or how strongly the decoder responds: the one rule here whose η
+    means the same on every model. (The paper's ‖ε̂‖ in place of ℓ makes η carry loss units.)
+    """
+    if ctx.loss is None:
+        raise ValueError("loss_polyak needs the loss values in the step context")
+    g_norm = per_sample_norm(grad)
+    usable = g_norm > min_grad_norm
+    gap = ctx.loss.detach().clamp(min=0.0).view(g_norm.shape).to(grad.dtype)
+    step = scale * gap / torch.where(usable, g_norm, torch.ones_like(g_norm)) ** 2
     return torch.where(usable, step, torch.zeros_like(step)) * grad
 
 
@@ -55,7 +72,7 @@ def constant(grad: torch.Tensor, ctx: StepContext, scale: float, min_grad_norm: 
     return scale * grad
 
 
-STEP_RULES = {"polyak": polyak, "normalized": normalized, "constant": constant}
+STEP_RULES = {"polyak": polyak, "loss_polyak": loss_polyak, "normalized": normalized, "constant": constant}
 
 
 def cap_displacement(displacement: torch.Tensor, max_rms: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:

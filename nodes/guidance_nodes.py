@@ -122,10 +122,10 @@ class SteerGuidedSamplerAdvanced:
                     list(STEP_RULES),
                     {
                         "default": base.step_rule,
-                        "tooltip": "polyak: η·‖ε̂‖/‖g‖² per sample (Shen et al.). normalized: step RMS = scale × the denoising step's RMS (FreeDoM). constant: scale × gradient (DPS).",
+                        "tooltip": "polyak: η·‖ε̂‖/‖g‖² per sample (Shen et al.). loss_polyak: η·loss/‖g‖², removes about the fraction η of the loss per step on any model. normalized: step RMS = scale × the denoising step's RMS (FreeDoM). constant: scale × gradient (DPS).",
                     },
                 ),
-                "scale": ("FLOAT", {"default": base.scale, "min": 0.0, "max": 1e4, "step": 0.01, "tooltip": "η of the step rule. Typical: polyak 0.1–5, normalized 0.05–1, constant depends on the loss scale."}),
+                "scale": ("FLOAT", {"default": base.scale, "min": 0.0, "max": 1e4, "step": 0.01, "tooltip": "η of the step rule. Typical: polyak 0.1–5, loss_polyak 0.02–0.3, normalized 0.05–1, constant depends on the loss scale."}),
                 "max_step": ("FLOAT", {"default": base.max_step, "min": 1e-4, "max": 100.0, "step": 0.01, "tooltip": "Cap on each sample's RMS displacement, in units of the current noise level σ (x0_shortcut: data units). Guards against huge Polyak steps on flat losses."}),
                 "augment_copies": ("INT", {"default": base.augment.copies, "min": 0, "max": 64, "tooltip": "Random augmentation |T|: number of DiffAugment views (colour, translation, resize, cutout) scored per step in one batch. 0 = off. The paper uses 10."}),
                 "time_travel_repeats": ("INT", {"default": base.time_travel.repeats, "min": 1, "max": 20, "tooltip": "Time travel: each step inside the time-travel window is done this many times, re-noising in between. 1 = off."}),

@@ -71,3 +71,23 @@ def test_constant_rule_scales_the_gradient():
 def test_per_sample_norm_shape_broadcasts():
     t = torch.randn(2, 3, 4, 5)
     assert per_sample_norm(t).shape == (2, 1, 1, 1)
+
+
+def test_loss_polyak_removes_a_fraction_of_the_loss_whatever_its_units():
+    from steer.guidance.step_rules import loss_polyak
+
+    torch.manual_seed(2)
+    x = torch.randn(3, 4, 8, 8)
+    target = torch.randn(3, 4, 8, 8)
+    for units in (1e-4, 1.0, 1e4):  # the same loss in other units must move x the same way
+        values = units * (x - target).square().flatten(1).sum(1)
+        grad = units * 2 * (x - target)
+        ctx = StepContext(eps=torch.randn_like(x), denoise_step=torch.randn_like(x), noise_level=torch.tensor(1.0), loss=values)
+        step = loss_polyak(grad, ctx, 0.1, 0.0)
+        after = units * (x - step - target).square().flatten(1).sum(1)
+        # first order: ℓ − η·ℓ; for this quadratic exactly ℓ·(1 − η/2)² .
+        assert torch.allclose(after / values, torch.full((3,), (1 - 0.05) ** 2), rtol=1e-4), units
+    ctx = StepContext(eps=x, denoise_step=x, noise_level=torch.tensor(1.0), loss=torch.ones(3))
+    grad = torch.randn_like(x)
+    grad[1] = 0.0
+    assert float(loss_polyak(grad, ctx, 1.0, 1e-8)[1].abs().max()) == 0.0
