@@ -60,7 +60,11 @@ class GuidanceConfig:
 
 
 # Each preset is its authors' method as far as the engine's knobs express it (see README,
-# "Presets"). Scales are tuned on the digits benchmark; `strength` multiplies them.
+# "Presets"). Every preset but `paper` sizes its step with `image_normalized`: the decoded image
+# moves by scale × (noise removed) per step, so one scale means the same on pixel and latent
+# models, any decoder and any loss units (README, "How it works"). `paper` keeps the paper's own
+# Polyak step. Scales were chosen on the world model's guide-side numbers (benchmarks/tune_world.py);
+# `strength` multiplies them.
 PRESETS: dict[str, GuidanceConfig] = {
     # Shen et al.: FreeDoM + Polyak step + random augmentation + time travel, gradient through the model.
     "paper": GuidanceConfig(
@@ -71,31 +75,31 @@ PRESETS: dict[str, GuidanceConfig] = {
         time_travel=TimeTravel(repeats=3, window=Window(0.3, 0.7)),
         window=Window(0.0, 0.9),
     ),
-    # FreeDoM (SD style): step normalised to the denoising step, window 30-70 %, time travel ×3 in 30-60 %.
+    # FreeDoM (SD style): window 30-70 %, time travel ×3 in 30-60 %, gradient through the model.
     "freedom": GuidanceConfig(
         gradient_path="through_model",
-        step_rule="normalized",
-        scale=0.2,
+        step_rule="image_normalized",
+        scale=0.5,
         time_travel=TimeTravel(repeats=3, window=Window(0.3, 0.6)),
         window=Window(0.3, 0.7),
     ),
-    # Universal Guidance: forward guidance (a constant-weight step) with self-recurrence at every step.
+    # Universal Guidance: forward guidance through the model with self-recurrence at every step.
     "ugd": GuidanceConfig(
         gradient_path="through_model",
-        step_rule="constant",
-        scale=1.0,
+        step_rule="image_normalized",
+        scale=0.5,
         time_travel=TimeTravel(repeats=3, window=Window(0.0, 1.0)),
     ),
-    # MPGD: gradient w.r.t. x̂0 only (no backward through the model), normalised step; window 40-80 % (MPGD's own: 30-70 %).
+    # MPGD: gradient w.r.t. x̂0 only (no backward through the model); window 20-80 % (MPGD's own: 30-70 %).
     "mpgd": GuidanceConfig(
         gradient_path="x0_shortcut",
-        step_rule="normalized",
-        scale=0.2,  # tuned on the guide and its training half (benchmarks/tune_digits.py); see README "Does it work?"
+        step_rule="image_normalized",
+        scale=1.0,
         max_step=1.0,
-        window=Window(0.4, 0.8),
+        window=Window(0.2, 0.8),
     ),
-    # DPS: a constant step along the gradient through the model, at every step.
-    "dps": GuidanceConfig(gradient_path="through_model", step_rule="constant", scale=1.0),
+    # DPS: a step along the gradient through the model at every step.
+    "dps": GuidanceConfig(gradient_path="through_model", step_rule="image_normalized", scale=0.5),
 }
 
 DEFAULT_PRESET = "mpgd"

@@ -37,8 +37,9 @@ def loss_and_gradient(
     loss: Loss,
     config: GuidanceConfig,
     augment: RandomAugment | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns (x0, per-sample loss, gradient). The gradient is w.r.t. x (through_model) or x̂0 (x0_shortcut).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (x0, per-sample loss, gradient, image gradient). The gradient is w.r.t. x (through_model)
+    or x̂0 (x0_shortcut); the image gradient is w.r.t. the decoded image, from the same backward pass.
 
     Only detached tensors leave this function, so each step's graph is freed at once.
     """
@@ -52,25 +53,27 @@ def loss_and_gradient(
                     "the denoiser's output carries no gradient, so guidance through the model is impossible "
                     "with this model; use gradient_path 'x0_shortcut' (preset 'mpgd')"
                 )
-            values = augmented_loss(loss, decode(x0), augment)
+            images = decode(x0)
+            values = augmented_loss(loss, images, augment)
             _check_loss_values(values, loss)
-            (grad,) = torch.autograd.grad(values.sum(), wrt, allow_unused=True)
+            grad, image_grad = torch.autograd.grad(values.sum(), (wrt, images), allow_unused=True)
     else:
         with torch.no_grad():
             x0 = denoiser(x, sigma_batch)
         with torch.enable_grad():
             wrt = x0.detach().requires_grad_(True)
-            values = augmented_loss(loss, decode(wrt), augment)
+            images = decode(wrt)
+            values = augmented_loss(loss, images, augment)
             _check_loss_values(values, loss)
-            (grad,) = torch.autograd.grad(values.sum(), wrt, allow_unused=True)
-    if grad is None:
+            grad, image_grad = torch.autograd.grad(values.sum(), (wrt, images), allow_unused=True)
+    if grad is None or image_grad is None:
         raise SteerError(f"loss '{loss.name}' does not depend on the image, so it cannot guide; check its inputs")
     if not torch.isfinite(grad).all():
         raise SteerError(
             f"the gradient of loss '{loss.name}' became NaN or inf at sigma {float(sigma):.4g}; "
             "lower the strength, or run the VAE in fp32 (--fp32-vae)"
         )
-    return x0.detach(), values.detach(), grad.detach()
+    return x0.detach(), values.detach(), grad.detach(), image_grad.detach()
 
 
 def _check_loss_values(values: torch.Tensor, loss: Loss) -> None:
@@ -152,10 +155,13 @@ def _step(x, sigma, sigma_next, i, repeat, denoiser, decode, loss, config, law, 
         x0 = denoiser(x, sigma.expand(x.shape[0]))
         return law.ddim_step(x0, law.eps(x, x0, sigma), sigma, sigma_next, config.eta, fresh), x0
 
-    x0, values, grad = loss_and_gradient(x, sigma, denoiser, decode, loss, config, augment)
+    x0, values, grad, image_grad = loss_and_gradient(x, sigma, denoiser, decode, loss, config, augment)
     eps = law.eps(x, x0, sigma)
     x_next = law.ddim_step(x0, eps, sigma, sigma_next, config.eta, fresh)
-    context = StepContext(eps=eps, denoise_step=x_next - x, noise_level=law.noise(sigma), loss=values)
+    context = StepContext(
+        eps=eps, denoise_step=x_next - x, noise_level=law.noise(sigma), loss=values, image_grad=image_grad,
+        noise_drop=law.noise(sigma) - law.noise(sigma_next),
+    )
     displacement = rule(grad, context, config.scale, config.min_grad_norm)
     if config.gradient_path == "through_model":
         # Algorithm 1/2: the displacement lands on x_{t-1}; cap it relative to the noise in x.

@@ -28,6 +28,8 @@ class StepContext:
     denoise_step: torch.Tensor  # the unguided update of the sampler, x_next − x
     noise_level: torch.Tensor  # b(σ): the noise std currently in x (scalar tensor)
     loss: torch.Tensor | None = None  # (B,) the loss values the gradient was taken of
+    image_grad: torch.Tensor | None = None  # ∂loss/∂(decoded image), (B, C, H, W)
+    noise_drop: torch.Tensor | None = None  # b(σ) − b(σ_next): how much noise this step removes
 
 
 def polyak(grad: torch.Tensor, ctx: StepContext, scale: float, min_grad_norm: float) -> torch.Tensor:
@@ -59,6 +61,26 @@ def loss_polyak(grad: torch.Tensor, ctx: StepContext, scale: float, min_grad_nor
     return torch.where(usable, step, torch.zeros_like(step)) * grad
 
 
+def image_normalized(grad: torch.Tensor, ctx: StepContext, scale: float, min_grad_norm: float) -> torch.Tensor:
+    """The normalized rule measured on the decoded image: each step moves the image, to first order,
+    by RMS δ = scale·(b(σ) − b(σ_next)) along the loss's steepest descent in image space.
+
+    With g = ∂ℓ/∂latent and g_img = ∂ℓ/∂image, that move lowers ℓ by δ·√N·‖g_img‖, and the latent
+    step achieving it along g is Δ = δ·√N·‖g_img‖/‖g‖²·g. The step is thus unchanged by the loss's
+    units, the latent's scale and the decoder's gain, and, being proportional to the noise removed,
+    adds up to the same total over a window at any step count.
+    """
+    if ctx.image_grad is None or ctx.noise_drop is None:
+        raise ValueError("image_normalized needs the image gradient and the noise drop in the step context")
+    g_norm = per_sample_norm(grad)
+    usable = g_norm > min_grad_norm
+    image_g = ctx.image_grad.flatten(1)
+    pixels = image_g.shape[1]
+    gap = scale * ctx.noise_drop.to(grad.dtype).clamp(min=0.0) * pixels**0.5 * image_g.norm(dim=1).view(g_norm.shape).to(grad.dtype)
+    step = gap / torch.where(usable, g_norm, torch.ones_like(g_norm)) ** 2
+    return torch.where(usable, step, torch.zeros_like(step)) * grad
+
+
 def normalized(grad: torch.Tensor, ctx: StepContext, scale: float, min_grad_norm: float) -> torch.Tensor:
     """FreeDoM-style: the displacement's RMS is `scale` times the RMS of the denoising step."""
     g_norm = per_sample_norm(grad)
@@ -72,7 +94,7 @@ def constant(grad: torch.Tensor, ctx: StepContext, scale: float, min_grad_norm: 
     return scale * grad
 
 
-STEP_RULES = {"polyak": polyak, "loss_polyak": loss_polyak, "normalized": normalized, "constant": constant}
+STEP_RULES = {"polyak": polyak, "loss_polyak": loss_polyak, "image_normalized": image_normalized, "normalized": normalized, "constant": constant}
 
 
 def cap_displacement(displacement: torch.Tensor, max_rms: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:

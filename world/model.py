@@ -187,10 +187,13 @@ class WorldDenoiser:
         if self.cfg == 1.0:
             eps = self._eps(x_vp, t, self.cond)
         elif self.cfg_gradient == "positive" and torch.is_grad_enabled() and x.requires_grad:
-            eps_c = self._eps(x_vp, t, self.cond)
+            # As ComfyUI's guider does it: CFG combines x̂0 predictions, and the unconditional one is
+            # computed from a detached x, so the gradient is cfg × the prompt branch's ∂x̂0/∂x.
+            # (Combining ε with a detached ε_u instead would give I − cfg·σ·∂ε_c/∂x, which flips sign at high noise.)
+            x0_c = x - s * self._eps(x_vp, t, self.cond)
             with torch.no_grad():
-                eps_u = self._eps(x_vp.detach(), t, self.uncond)
-            eps = eps_u + self.cfg * (eps_c - eps_u)
+                x0_u = x - s * self._eps(x_vp, t, self.uncond)
+            return x0_u + self.cfg * (x0_c - x0_u)
         else:
             both = self._eps(torch.cat([x_vp, x_vp]), torch.cat([t, t]), torch.cat([self.uncond, self.cond]))
             eps_u, eps_c = both.chunk(2)

@@ -3,7 +3,8 @@
     python -m steer.world.train --out world/weights            # every stage, in order
     python -m steer.world.train --out world/weights --stage vae
 
-Stages: vae, generator (tokenizer + text encoder + UNet), tiny_decoder (needs vae), classifier,
+Stages: vae, generator (tokenizer + text encoder + UNet), generator_more (a second, lower-lr
+schedule from the first's weights), tiny_decoder (needs vae), classifier,
 clip, judge, card. Each is seeded and deterministic for a given thread count; each writes its facts
 to training.json, which the card is made from. About 60-70 minutes on 2 CPU cores in all.
 """
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from . import model as wm
 from .data import COUNTS, load_split
 
-STAGES = ("vae", "generator", "tiny_decoder", "classifier", "clip", "judge", "card")
+STAGES = ("vae", "generator", "generator_more", "tiny_decoder", "classifier", "clip", "judge", "card")
 FACTS_FILE = "training.json"
 
 
@@ -131,21 +132,30 @@ def _encode_all(vae, images: torch.Tensor, scaling: float) -> torch.Tensor:
         return torch.cat([vae.encode(images[i:i + 500] * 2 - 1).latent_dist.mean for i in range(0, len(images), 500)]) * scaling
 
 
-def train_generator(out: Path, steps: int = 5000, batch: int = 96, drop: float = 0.1) -> None:
+def train_generator(out: Path, steps: int = 5000, batch: int = 96, drop: float = 0.1, resume: bool = False, peak_lr: float = 1e-3) -> None:
+    """resume: continue from the UNet and text encoder in `out` (a second schedule of `steps`)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(2)
     tokenizer = wm.build_tokenizer(out / "tokenizer")
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                                pad_token_id=tokenizer.pad_token_id, **wm.TEXT_CONFIG))
-    unet = UNet2DConditionModel(**wm.UNET_CONFIG)
+    previous = json.loads((out / FACTS_FILE).read_text()).get("generator") if resume else None
+    if resume:
+        text_encoder = CLIPTextModel.from_pretrained(out / "text_encoder", use_safetensors=True)
+        unet = UNet2DConditionModel.from_pretrained(out / "unet", use_safetensors=True)
+        torch.manual_seed(3)
+    else:
+        text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                                    pad_token_id=tokenizer.pad_token_id, **wm.TEXT_CONFIG))
+        unet = UNet2DConditionModel(**wm.UNET_CONFIG)
+    text_encoder.train()
+    unet.train()
     scheduler = DDPMScheduler(**wm.SCHEDULER_CONFIG)
     vae = AutoencoderKL.from_pretrained(out / "vae", use_safetensors=True).eval()
     data = load_split("generator", COUNTS["generator"])
     latents = _encode_all(vae, data.images, float(vae.config.scaling_factor))
     _log(f"generator: {len(latents)} latents cached, std {float(latents.std()):.3f}")
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(3 if resume else 2)
     from .scene import PHRASINGS, caption
 
     all_ids = {}
@@ -159,11 +169,11 @@ def train_generator(out: Path, steps: int = 5000, batch: int = 96, drop: float =
     alphas = scheduler.alphas_cumprod.float()
     snr = alphas / (1 - alphas)
     weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 weighting of the eps loss
-    generator = torch.Generator().manual_seed(2)
+    generator = torch.Generator().manual_seed(3 if resume else 2)
     order = batches(len(latents), batch, generator)
     running, start = None, time.time()
     for step in range(steps):
-        set_lr(optimizer, lr_at(step, steps, 1e-3))
+        set_lr(optimizer, lr_at(step, steps, peak_lr))
         idx = next(order)
         phrasing = torch.from_numpy(rng.integers(PHRASINGS, size=len(idx)))
         ids = torch.stack([all_ids[int(p)][int(i)] for p, i in zip(phrasing, idx)])
@@ -199,9 +209,10 @@ def train_generator(out: Path, steps: int = 5000, batch: int = 96, drop: float =
         "vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDPMScheduler"], "safety_checker": [None, None], "feature_extractor": [None, None],
         "requires_safety_checker": False}, indent=1))
-    record(out, "generator", {"steps": steps, "batch": batch, "cfg_dropout": drop, "unet_parameters": count_parameters(unet),
+    schedules = (previous or {}).get("schedules", []) + [{"steps": steps, "peak_lr": peak_lr, "seconds": time.time() - start, "final_eps_mse": running}]
+    record(out, "generator", {"steps": sum(x["steps"] for x in schedules), "schedules": schedules, "batch": batch, "cfg_dropout": drop, "unet_parameters": count_parameters(unet),
                               "text_encoder_parameters": count_parameters(text_encoder), "final_eps_mse": running, "loss": "eps-MSE, min-SNR-5 weighted",
-                              "ema": 0.999, "seconds": time.time() - start})
+                              "ema": 0.999, "seconds": sum(x["seconds"] for x in schedules)})
 
 
 def _version(name: str) -> str:
@@ -214,7 +225,7 @@ def _version(name: str) -> str:
 # Tiny decoder, distilled from the VAE decoder
 # ----------------------------------------------------------------------------------------
 
-def train_tiny_decoder(out: Path, steps: int = 2000, batch: int = 64) -> None:
+def train_tiny_decoder(out: Path, steps: int = 1200, batch: int = 64) -> None:
     from diffusers import AutoencoderKL
     from safetensors.torch import save_file
 
@@ -256,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=wm.MODEL_DIR)
     parser.add_argument("--stage", choices=STAGES + ("all",), default="all")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--generator-steps", type=int, default=5000)
+    parser.add_argument("--generator-steps", type=int, default=4500)
+    parser.add_argument("--generator-resume-steps", type=int, default=3000, help="a second schedule from the first's weights (stage generator_more)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -268,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     runners = {
         "vae": lambda: train_vae(args.out),
         "generator": lambda: train_generator(args.out, steps=args.generator_steps),
+        "generator_more": lambda: train_generator(args.out, steps=args.generator_resume_steps, resume=True, peak_lr=5e-4),
         "tiny_decoder": lambda: train_tiny_decoder(args.out),
         "classifier": lambda: guides_module().train_guides(args.out, ("classifier",)),
         "clip": lambda: guides_module().train_guides(args.out, ("clip",)),

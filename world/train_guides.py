@@ -72,12 +72,12 @@ def train_classifier(out: Path, data, heldout, steps: int = 1500, batch: int = 6
         if step % 100 == 0 or step == steps - 1:
             _log(f"classifier {step}/{steps} bce {running:.4f}")
     model.eval()
+    model.save_pretrained(folder, safe_serialization=True)
     with torch.no_grad():
         logits = model(pixel_values=preprocess(heldout.images)).logits
     truth = _classifier_targets(heldout.scenes)
     shape_acc = float((logits[:, :len(SHAPES)].argmax(1) == truth[:, :len(SHAPES)].argmax(1)).float().mean())
     color_acc = float((logits[:, len(SHAPES):].argmax(1) == truth[:, len(SHAPES):].argmax(1)).float().mean())
-    model.save_pretrained(folder, safe_serialization=True)
     return {"steps": steps, "batch": batch, "parameters": count_parameters(model), "final_bce": running, "heldout_shape_accuracy": shape_acc,
             "heldout_color_accuracy": color_acc, "seconds": time.time() - start}
 
@@ -121,19 +121,22 @@ def train_clip(out: Path, data, heldout, steps: int = 2500, batch: int = 128) ->
         if step % 100 == 0 or step == steps - 1:
             _log(f"clip {step}/{steps} contrastive {running:.4f}")
     model.eval()
-    accuracy = _clip_zero_shot(model, tokenizer, preprocess, heldout)
     model.save_pretrained(folder, safe_serialization=True)
+    accuracy = _clip_zero_shot(model, tokenizer, preprocess, heldout)
     return {"steps": steps, "batch": batch, "parameters": count_parameters(model), "final_contrastive_loss": running, **accuracy, "seconds": time.time() - start}
 
 
 @torch.no_grad()
 def _clip_zero_shot(model, tokenizer, preprocess, heldout) -> dict:
     """Zero-shot accuracy on held-out renders: shape with prompts 'a <shape>', colour with 'a <colour> shape'-style prompts."""
-    image = F.normalize(model.get_image_features(pixel_values=preprocess(heldout.images)), dim=-1)
+    # The towers as the guidance loss reads them (guidance/losses/clip.py), not get_*_features,
+    # whose return type differs between transformers releases.
+    image = F.normalize(model.visual_projection(model.vision_model(pixel_values=preprocess(heldout.images)).pooler_output), dim=-1)
 
     def accuracy(prompts: list[str], truth: list[int]) -> float:
         ids = tokenizer(prompts, padding="max_length", max_length=wm.MAX_TOKENS, return_tensors="pt")
-        text = F.normalize(model.get_text_features(input_ids=ids.input_ids, attention_mask=ids.attention_mask), dim=-1)
+        pooled = model.text_model(input_ids=ids.input_ids, attention_mask=ids.attention_mask).pooler_output
+        text = F.normalize(model.text_projection(pooled), dim=-1)
         return float(((image @ text.T).argmax(1) == torch.tensor(truth)).float().mean())
 
     return {

@@ -95,6 +95,27 @@ def test_strength_zero_is_the_stock_euler_sampler_and_upstream_model_is_unchange
     assert np.array_equal(again, baseline)
 
 
+def _redness(pixels):
+    return float((pixels[..., 0] - (pixels[..., 1] + pixels[..., 2]) / 2).mean())
+
+
+@pytest.fixture(scope="module")
+def baseline_10_steps(comfy):
+    b, _, _ = _graph(_stock_euler, steps=10, prefix="plain10", id_prefix="p10_")
+    return _pixels(comfy, comfy.run(b.prompt(), timeout=300), "p10_save")
+
+
+@pytest.mark.parametrize("preset", ["mpgd", "paper", "freedom", "ugd", "dps"])
+def test_every_preset_at_strength_one_moves_the_colour_toward_the_target(comfy, baseline_10_steps, preset):
+    """The user's first try: a preset at its own strength 1, 10 steps, CFG 3. Each must visibly move
+    the image toward red, the default included, and none may push away (issue: mpgd moved +0.002, ugd −0.039)."""
+    b, _, _ = _graph(_steer(preset, 1.0), steps=10, prefix=f"preset_{preset}", id_prefix=f"{preset}_")
+    guided = _pixels(comfy, comfy.run(b.prompt(), timeout=900), f"{preset}_save")
+    change = _redness(guided) - _redness(baseline_10_steps)
+    print(f"{preset}: redness change {change:+.3f}")
+    assert change > 0.05, (preset, change)
+
+
 def test_x0_shortcut_preset_also_steers(comfy, baseline):
     b, _, _ = _graph(_steer("mpgd", 10.0), prefix="mpgd", id_prefix="m_")
     guided = _pixels(comfy, comfy.run(b.prompt(), timeout=600), "m_save")

@@ -40,10 +40,11 @@ def test_positive_and_combined_cfg_agree_in_value_and_differ_in_gradient():
         (grad,) = torch.autograd.grad(out.sum(), x)
         values[mode], grads[mode] = out.detach(), grad
     assert torch.allclose(values["positive"], values["combined"], atol=1e-6)
-    # x0 = x − σ·eps; the prompt branch carries cfg·a of the a·x_vp term, the combined both branches: cfg·a + (1 − cfg)·a = a.
+    # x0 = x − σ·eps with eps = a·x_vp + …; combined: ∂x0/∂x = 1 − σ·a/√(σ²+1). Positive branch, as ComfyUI
+    # combines it: cfg × the prompt branch's ∂x0/∂x, the same sign (never 1 − cfg·σ·a/√(σ²+1), which flips).
     scale = 1.0 / (sigma**2 + 1).sqrt()
     assert torch.allclose(grads["combined"], torch.full_like(x, float(1 - sigma * 0.3 * scale)), atol=1e-5)
-    assert torch.allclose(grads["positive"], torch.full_like(x, float(1 - sigma * 3.0 * 0.3 * scale)), atol=1e-5)
+    assert torch.allclose(grads["positive"], torch.full_like(x, float(3.0 * (1 - sigma * 0.3 * scale))), atol=1e-5)
 
 
 def test_timestep_interpolates_in_log_sigma_and_clamps():
