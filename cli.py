@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .batch.queue import add_queue_command
+from .benchmarks.world_arguments import add_world_bench_arguments
 from .guidance.errors import SteerError
 from .personalize.cli_train import add_train_command
 
@@ -17,6 +18,12 @@ DEFAULT_PRESET = "mpgd"
 
 
 def _demo(args) -> None:
+    from .world.demo import run_demo
+
+    run_demo(Path(args.out), count=args.count, steps=args.steps, preset_name=args.preset, seed=args.seed)
+
+
+def _demo_digits(args) -> None:
     from .digits.demo import run_demo
 
     run_demo(Path(args.out), per_digit=args.per_digit, steps=args.steps, preset_name=args.preset, seed=args.seed)
@@ -24,6 +31,12 @@ def _demo(args) -> None:
 
 def _bench_digits(args) -> int:
     from .benchmarks.digits import execute
+
+    return execute(args)
+
+
+def _bench_world(args) -> int:
+    from .benchmarks.world import execute
 
     return execute(args)
 
@@ -38,13 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steer", description="Steer: loss-guided diffusion sampling and AttnDreamBooth, for ComfyUI and the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="steer the embedded digits model to every digit; writes a PNG grid and prints a table")
+    demo = commands.add_parser(
+        "demo",
+        help="steer the embedded text-to-image world model toward another colour and another shape; writes a PNG grid and samples.npz, prints a table",
+        description="Without a sub-command: the world model (shape scenes with captions). `steer demo digits`: the digits model.",
+    )
     demo.add_argument("--out", default="steer-demo", help="output folder (default: ./steer-demo)")
-    demo.add_argument("--per-digit", type=int, default=8, help="samples per digit (default 8)")
-    demo.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    demo.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET, help=f"guidance preset (default {DEFAULT_PRESET})")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--count", type=int, default=8, help="prompts (default 8; each sampled unguided and guided twice)")
+    _add_demo_arguments(demo)
     demo.set_defaults(run=_demo)
+    demos = demo.add_subparsers(dest="demo", required=False)
+    digits_demo = demos.add_parser("digits", help="steer the embedded digits model to every digit")
+    digits_demo.add_argument("--out", default="steer-demo", help="output folder (default: ./steer-demo)")
+    digits_demo.add_argument("--per-digit", type=int, default=8, help="samples per digit (default 8)")
+    _add_demo_arguments(digits_demo)
+    digits_demo.set_defaults(run=_demo_digits)
 
     add_queue_command(commands)
     add_train_command(commands)
@@ -66,7 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     digits_bench.add_argument("--json", type=Path, help="also write rows and claims as JSON here")
     digits_bench.add_argument("--markdown", type=Path, help="also write the Markdown table here")
     digits_bench.set_defaults(run=_bench_digits)
+    world_bench = benches.add_parser("world", help="guidance in latent space on the world text-to-image model: presets, ablations, claims, scored by independent judges")
+    add_world_bench_arguments(world_bench)
+    world_bench.set_defaults(run=_bench_world)
     return parser
+
+
+def _add_demo_arguments(parser) -> None:
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    parser.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET, help=f"guidance preset (default {DEFAULT_PRESET})")
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def _add_guidance_bench_arguments(parser) -> None:
