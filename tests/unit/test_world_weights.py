@@ -75,3 +75,16 @@ def test_judge_file_refuses_a_missing_folder(tmp_path):
 
     with pytest.raises(SteerError, match="steer.world.train --stage judge"):
         load_judges(tmp_path)
+
+
+def test_world_bench_runs_end_to_end_on_a_subset():
+    from steer.benchmarks import world as bench
+
+    rows = bench.run(count=1, step_counts=[3], seed=0, only=["mpgd"], log=lambda *_: None)
+    assert [r["method"] for r in rows] == ["unguided", "mpgd", "mpgd (default), tiny decoder"]
+    for r in rows:
+        assert set(r["hit_rate"]) == {"color", "shape", "text", "reference"}
+        assert r["time_ratio"] > 0 and r["frechet"] >= 0
+    assert rows[0]["time_ratio"] == 1.0 and rows[0]["keeping_change"] == 0.0
+    table = bench.markdown(rows, [], bench.goal(rows, steps=3))
+    assert "goal NOT met" in table or "goal MET" in table
