@@ -37,11 +37,9 @@ def guide_features(pretrained: digits.PretrainedDigits, images: torch.Tensor) ->
     return guide.body(digits._as_digit_batch(images) - 0.5)
 
 
-def candidates(base_name: str):
+def candidates(base_name: str, scales=(0.05, 0.1, 0.2, 0.3), windows=(Window(0.3, 0.7), Window(0.4, 0.8))):
     """The preset at several scales and windows, then every other preset as it ships."""
     base = PRESETS[base_name]
-    windows = [Window(0.3, 0.7), Window(0.4, 0.8)]
-    scales = [0.05, 0.1, 0.2, 0.3]
     for window, scale in itertools.product(windows, scales):
         yield f"{base_name} window {window.start:.1f}-{window.end:.1f} scale {scale:g}", dataclasses.replace(base, window=window, scale=scale)
     for name, config in PRESETS.items():

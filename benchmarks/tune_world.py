@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from ..guidance.losses.base import Window
 from ..world import experiment
 from ..world.data import load_split
 from ..world.scene import COLOR_NAMES, SHAPES
+from .tune_digits import candidates
 
 TUNING_SEED = 1000
 
@@ -72,15 +72,6 @@ def evaluate(world, tasks, config, steps: int, renders, threshold: float) -> dic
     real = classifier_features(world, renders.images)
     return {"hit": hits, "keep": float(np.mean(keeps)), "frechet": frechet_distance(torch.cat(features), real),
             "seconds": seconds / sum(len(t.scenes) for t in tasks)}
-
-
-def candidates(base_name: str, scales, windows):
-    base = PRESETS[base_name]
-    for window, scale in itertools.product(windows, scales):
-        yield f"{base_name} window {window.start:.1f}-{window.end:.1f} scale {scale:g}", dataclasses.replace(base, window=window, scale=scale)
-    for name, config in PRESETS.items():
-        if name != base_name:
-            yield f"{name} as shipped", config
 
 
 def main(argv=None) -> int:
