@@ -10,6 +10,14 @@ import time
 from steer.batch.manifest import DONE, FAILED, Manifest
 
 
+def _interruptible():
+    """A child of a shell that started us in the background inherits SIGINT ignored, and Python then
+    never raises KeyboardInterrupt; restore the default so the test's Ctrl-C reaches the child."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_records_append_as_whole_json_lines(tmp_path):
     manifest = Manifest(tmp_path / "out" / "manifest.jsonl")
     assert manifest.records() == [] and manifest.done_keys() == set()
@@ -60,7 +68,7 @@ def test_ctrl_c_storm_never_leaves_a_half_line(tmp_path):
             sys.exit(130)
         """
     )
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, preexec_fn=_interruptible)
     assert process.stdout.readline().strip() == "ready"
     while not path.exists() or path.stat().st_size < 200_000:
         time.sleep(0.01)

@@ -21,6 +21,14 @@ from steer.batch.queue import BatchRunner
 FAST = {"poll_interval": 0.1, "retry_interval": 0.2}
 
 
+def _interruptible():
+    """A child of a shell that started us in the background inherits SIGINT ignored, and Python then
+    never raises KeyboardInterrupt; restore the default so the test's Ctrl-C reaches the child."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def seeds_of(manifest_path):
     return sorted(record["params"][f"{SEED_NODE}.inputs.noise_seed"] for record in Manifest(manifest_path).records() if record["status"] == "done")
 
@@ -165,7 +173,7 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_the_rerun_finishes(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "steer.batch", str(workflow), "--set", "noise_seed=1..8", "--out", str(out)]
     with FakeComfy(seconds_per_job=0.4) as server:
-        process = subprocess.Popen([*command, "--server", server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen([*command, "--server", server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
         deadline = time.monotonic() + 60
         while len(Manifest(out / "manifest.jsonl").records()) < 2 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.05)
