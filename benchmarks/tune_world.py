@@ -22,6 +22,7 @@ import torch
 
 from ..digits.model import frechet_distance
 from ..guidance.config import PRESETS
+from ..guidance.losses.classifier import ClassifierLoss
 from ..guidance.losses.base import Window
 from ..world import experiment
 from ..world.data import load_split
@@ -31,16 +32,20 @@ from .tune_digits import candidates
 TUNING_SEED = 1000
 
 
+def _classifier(world) -> ClassifierLoss:
+    return ClassifierLoss(world.classifier, "star")  # any label: only its model and preprocessing are used
+
+
 @torch.no_grad()
 def classifier_features(world, images: torch.Tensor) -> torch.Tensor:
-    loss = world.loss_for(experiment.make_tasks(1)[1])
+    loss = _classifier(world)
     module = loss.model.placed(images.device)
     return module.resnet(pixel_values=loss.preprocess(images)).pooler_output.flatten(1)
 
 
 @torch.no_grad()
 def classifier_reads(world, images: torch.Tensor) -> tuple[list[str], list[str]]:
-    loss = world.loss_for(experiment.make_tasks(1)[1])
+    loss = _classifier(world)
     logits = loss.model.placed(images.device)(pixel_values=loss.preprocess(images)).logits
     shapes = [SHAPES[int(k)] for k in logits[:, :len(SHAPES)].argmax(1)]
     colors = [COLOR_NAMES[int(k)] for k in logits[:, len(SHAPES):].argmax(1)]

@@ -201,13 +201,6 @@ class WorldDenoiser:
         return x - s * eps
 
 
-def _frozen(module: nn.Module) -> nn.Module:
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
-
-
 @dataclass
 class WorldModel:
     """The committed world model, on CPU, frozen."""
@@ -259,4 +252,5 @@ def load_world(folder: str | Path | None = None) -> WorldModel:
     tiny.load_state_dict(load_file(str(folder / "tiny_decoder" / "tiny_decoder.safetensors")))
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     alphas = alphas_cumprod({k: scheduler[k] for k in SCHEDULER_CONFIG})
-    return WorldModel(_frozen(vae), _frozen(unet), _frozen(text_encoder), tokenizer, _frozen(tiny), alphas, float(vae.config.scaling_factor), folder)
+    frozen = [m.eval().requires_grad_(False) for m in (vae, unet, text_encoder, tiny)]
+    return WorldModel(frozen[0], frozen[1], frozen[2], tokenizer, frozen[3], alphas, float(vae.config.scaling_factor), folder)
