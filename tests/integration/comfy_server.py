@@ -59,7 +59,36 @@ def comfyui_missing_reason() -> str | None:
     path = comfyui_path()
     if not (path / "main.py").is_file():
         return f"ComfyUI not found at {path} (set COMFYUI_PATH)"
+    missing = missing_requirements(path / "requirements.txt")
+    if missing:
+        return f"ComfyUI at {path} needs packages this Python lacks ({', '.join(missing)}): pip install -r {path / 'requirements.txt'}"
     return None
+
+
+# ComfyUI starts without these (it logs a warning and disables the models that need them).
+OPTIONAL_COMFYUI_REQUIREMENTS = {"torchaudio"}
+
+
+def missing_requirements(requirements: Path) -> list[str]:
+    """Distributions named in a requirements file that are not installed for this interpreter."""
+    import importlib.metadata
+    import re
+
+    if not requirements.is_file():
+        return []
+    missing = []
+    for line in requirements.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        name = re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0]
+        if name.lower() in OPTIONAL_COMFYUI_REQUIREMENTS:
+            continue
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
 
 
 # --------------------------------------------------------------------------------------------
