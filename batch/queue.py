@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from .manifest import DONE, FAILED, Manifest
 from .servers import ComfyConnection, PromptRejected, ServerUnavailable, compact_node_errors, format_node_errors, normalise_url
 from .sweep import Job, SweepError, expand_jobs, parse_set

@@ -21,7 +21,7 @@ import torch
 from ..digits import experiment
 from ..digits import model as digits
 from ..guidance.config import GuidanceConfig
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from .methods import standard_methods
 
 

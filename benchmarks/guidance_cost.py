@@ -34,7 +34,8 @@ import torch
 
 from ..guidance.augment import AugmentConfig, RandomAugment, augmented_loss
 from ..guidance.config import DEFAULT_PRESET, PRESETS, GuidanceConfig, TimeTravel
-from ..guidance.errors import SteerError
+from ..errors import SteerError
+from .arguments import add_guidance_bench_arguments
 from ..guidance.losses.base import Window
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -377,7 +378,7 @@ NEEDS_COMFYUI = "steer bench runs the models through ComfyUI's own loaders and s
 
 
 def comfy_sd():
-    from ..personalize.cli_train import import_comfyui
+    from ..cli.comfy_bootstrap import import_comfyui
 
     return import_comfyui(missing=NEEDS_COMFYUI)
 
@@ -506,10 +507,8 @@ def execute(args) -> int:
 
 
 def main(argv=None) -> int:
-    from ..cli import _add_guidance_bench_arguments
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_guidance_bench_arguments(parser)
+    add_guidance_bench_arguments(parser)
     parser.add_argument("--memory-probe", choices=MEMORY_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_probe:

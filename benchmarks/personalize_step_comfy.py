@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from steer.benchmarks.guidance_cost import load_script
-from steer.personalize.cli_train import import_comfyui
+from steer.cli.comfy_bootstrap import import_comfyui
 from steer.personalize.regularizer import AttentionCapture, attention_regularizer
 from steer.personalize.stages import RegularizerWeights
 

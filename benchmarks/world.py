@@ -18,7 +18,7 @@ import torch
 
 from ..digits.model import frechet_distance
 from ..guidance.config import DEFAULT_PRESET, PRESETS
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from ..world import experiment
 from .methods import PAPER_MINUS_AUGMENTATION, PAPER_MINUS_POLYAK, PAPER_MINUS_TIME_TRAVEL, PAPER_SCALED_AUGMENTATION, standard_methods
 

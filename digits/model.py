@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 
 IMAGE_SIZE = 16
 NUM_CLASSES = 10

@@ -97,7 +97,7 @@ def load_outsider(weights_dir: Path | None = None) -> tuple[OutsiderJudge, dict]
 
     path = (weights_dir or digits.WEIGHTS_DIR) / OUTSIDER_FILE
     if not path.is_file():
-        from ..guidance.errors import SteerError
+        from ..errors import SteerError
 
         raise SteerError(f"missing outsider judge {path}: rebuild it with `python -m steer.digits.outsider --out {path.parent}`")
     tensors = load_file(str(path))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import kornia.augmentation as K
 import torch
 
-from .errors import SteerError
+from ..errors import SteerError
 from .losses.base import Loss
 
 

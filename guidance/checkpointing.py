@@ -13,7 +13,7 @@ from typing import Iterable
 import torch
 import torch.utils.checkpoint
 
-_MISSING = object()
+from ..patching import patched_attributes
 
 
 def checkpointed_forward(forward):
@@ -30,21 +30,9 @@ def checkpointed_forward(forward):
     return run
 
 
-def patch_forwards(modules: Iterable[torch.nn.Module]) -> list:
-    """Checkpoints each module's forward; returns what `restore_forwards` needs to undo it."""
-    patched = []
-    for module in modules:
-        patched.append((module, module.__dict__.get("forward", _MISSING)))
-        module.forward = checkpointed_forward(module.forward)
-    return patched
-
-
-def restore_forwards(patched: list) -> None:
-    for module, previous in reversed(patched):
-        if previous is _MISSING:
-            module.__dict__.pop("forward", None)
-        else:
-            module.forward = previous
+def checkpointed(modules: Iterable[torch.nn.Module]):
+    """(module, "forward", checkpointed forward) for each module: changes for `patching`."""
+    return ((module, "forward", checkpointed_forward(module.forward)) for module in modules)
 
 
 def blocks_of(root: torch.nn.Module, types: tuple[type, ...]) -> list[torch.nn.Module]:
@@ -62,8 +50,5 @@ def blocks_of(root: torch.nn.Module, types: tuple[type, ...]) -> list[torch.nn.M
 
 @contextmanager
 def gradient_checkpointing(modules: Iterable[torch.nn.Module], enabled: bool = True):
-    patched = patch_forwards(modules) if enabled else []
-    try:
-        yield len(patched)
-    finally:
-        restore_forwards(patched)
+    with patched_attributes(checkpointed(modules) if enabled else ()) as patch:
+        yield len(patch)

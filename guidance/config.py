@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from .augment import AugmentConfig
-from .errors import SteerError
+from ..errors import SteerError
 from .losses.base import Window
 from .step_rules import STEP_RULES
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import SteerError
+from ..errors import SteerError
+from ..safe_files import is_pickle
 from .preprocess import ImagePreprocess
 
 log = logging.getLogger("steer")
@@ -29,7 +30,6 @@ CONFIG_FILE = "config.json"
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 PREPROCESSOR_FILE = "preprocessor_config.json"
 TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 EXPECTED_FILES_TEXT = (
     "config.json, model.safetensors (or model.safetensors.index.json with its shards) and preprocessor_config.json; "
@@ -56,7 +56,7 @@ class FolderContents:
             raise SteerError(f"model folder {str(path)!r} does not exist. Put a Hugging Face model folder there ({EXPECTED_FILES_TEXT}).")
         names = {p.name for p in path.iterdir() if p.is_file()}
         has_safetensors = any(n in names for n in SAFETENSORS_FILES)
-        pickles = sorted(n for n in names if n.lower().endswith(PICKLE_SUFFIXES))
+        pickles = sorted(n for n in names if is_pickle(n))
         if not has_safetensors and pickles:
             raise SteerError(
                 f"model folder {str(path)!r} has only pickle weights ({', '.join(pickles)}). Steer loads safetensors only, "

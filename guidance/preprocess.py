@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from .errors import SteerError
+from ..errors import SteerError
 
 FITS = ("stretch", "center_crop")
 RESAMPLES = ("bicubic", "bilinear")

@@ -13,7 +13,7 @@ import torch
 
 from .augment import RandomAugment, augmented_loss
 from .config import GuidanceConfig
-from .errors import SteerError
+from ..errors import SteerError
 from .losses.base import Loss
 from .noise_law import VARIANCE_EXPLODING, NoiseLaw
 from .step_rules import STEP_RULES, StepContext, cap_displacement, per_sample_norm, per_sample_rms

@@ -23,39 +23,9 @@ import comfy.model_management
 import torch
 from comfy.ldm.modules.attention import optimized_attention_for_device
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from ..guidance.preprocess import FITS, ImagePreprocess
-
-
-def _identity(tensor, *args, **kwargs):
-    return tensor
-
-
-_MISSING = object()
-
-
-@contextlib.contextmanager
-def weights_rematerialised(model: torch.nn.Module):
-    """Identity weight/bias functions on every comfy.ops layer of `model`, removed on exit.
-
-    Lists are replaced, never appended to: ComfyUI's class-level default list is shared by
-    every layer of every model.
-    """
-    saved = []
-    try:
-        for module in model.modules():
-            if not hasattr(module, "weight_function"):
-                continue
-            for attribute in ("weight_function", "bias_function"):
-                saved.append((module, attribute, module.__dict__.get(attribute, _MISSING)))
-                setattr(module, attribute, [*getattr(module, attribute), _identity])
-        yield
-    finally:
-        for module, attribute, previous in reversed(saved):
-            if previous is _MISSING:
-                module.__dict__.pop(attribute, None)
-            else:
-                setattr(module, attribute, previous)
+from .comfy_common import out_of_place_clip_layer, weights_rematerialised
 
 
 @contextlib.contextmanager
@@ -67,12 +37,6 @@ def differentiable_scope(clip_vision, needs_grad: bool):
     grad_mode = torch.enable_grad() if needs_grad else torch.no_grad()
     with torch.inference_mode(False), grad_mode, weights_rematerialised(clip_vision.model):
         yield
-
-
-def _out_of_place_layer(layer, x: torch.Tensor, attention) -> torch.Tensor:
-    """comfy.clip_model.CLIPLayer.forward with `x = x + ...` instead of `x += ...`."""
-    x = x + layer.self_attn(layer.layer_norm1(x), None, attention)
-    return x + layer.mlp(layer.layer_norm2(x))
 
 
 class ComfyCLIPVisionEncoder:
@@ -102,7 +66,7 @@ class ComfyCLIPVisionEncoder:
         x = self.vision.pre_layrnorm(self.vision.embeddings(pixels))
         attention = optimized_attention_for_device(x.device, mask=False, small_input=True)
         for index, layer in enumerate(self.vision.encoder.layers):
-            x = _out_of_place_layer(layer, x, attention)
+            x = out_of_place_clip_layer(layer, x, None, attention)
             if index == stop_after:
                 break
         return x

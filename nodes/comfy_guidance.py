@@ -22,57 +22,19 @@ import safetensors.torch
 import torch
 
 from ..guidance.config import GuidanceConfig
-from ..guidance.errors import SteerError
+from ..errors import SteerError
+from ..safe_files import is_safetensors
 from ..guidance.losses.base import Loss
 from ..guidance.noise_law import FLOW, VARIANCE_EXPLODING
 from ..guidance.sampler import sample
 from ..guidance.trace import GuidanceTrace
-from ..guidance.checkpointing import blocks_of, gradient_checkpointing
+from ..guidance.checkpointing import gradient_checkpointing
+from .comfy_common import differentiable_clone, unet_checkpoint_blocks, vae_decoder_checkpoint_blocks
 
 log = logging.getLogger("steer")
 
 
-def _identity(weight, *args, **kwargs):
-    return weight
 
-
-def differentiable_clone(patcher, prefix: str = "", wrapper=None):
-    """A clone of `patcher` whose layers re-materialise their weights on every forward.
-
-    Loader nodes build weights under inference mode, and autograd refuses to save inference
-    tensors for backward. An identity weight wrapper makes comfy.ops copy each weight into a
-    normal tensor per forward (cast_bias_weight(copy=True)), as ComfyUI's own nodes_train does.
-    The upstream patcher is untouched: wrappers live on the clone only.
-
-    `wrapper(key)`, if given, returns the function for the parameter `key` (e.g.
-    "diffusion_model.input_blocks.1.1.proj_in.weight") instead of the identity; the trainer
-    uses it to swap trainable weights in.
-    """
-    clone = patcher.clone()
-    for name, module in patcher.model.named_modules():
-        if not name.startswith(prefix) or not hasattr(module, "weight_function"):
-            continue
-        for kind in ("weight", "bias"):
-            if getattr(module, kind, None) is not None:
-                key = f"{name}.{kind}"
-                clone.add_weight_wrapper(key, _identity if wrapper is None else wrapper(key))
-    return clone
-
-
-def unet_checkpoint_blocks(diffusion_model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The residual and transformer blocks of ComfyUI's SD UNet (openaimodel.UNetModel)."""
-    from comfy.ldm.modules.attention import SpatialTransformer
-    from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
-
-    return blocks_of(diffusion_model, (ResBlock, SpatialTransformer))
-
-
-def vae_decoder_checkpoint_blocks(first_stage_model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The decoder's ResNet blocks of ComfyUI's KL autoencoder; none for other decoders (TAESD is small)."""
-    from comfy.ldm.modules.diffusionmodules.model import ResnetBlock
-
-    decoder = getattr(first_stage_model, "decoder", None)
-    return blocks_of(decoder, (ResnetBlock,)) if decoder is not None else []
 
 
 def noise_law_of(model_sampling):
@@ -118,7 +80,7 @@ def tiny_decoder_file(latent_format) -> str:
             "set loss_decoder to 'vae'"
         )
     candidates = [f for f in folder_paths.get_filename_list("vae_approx") if os.path.basename(f).startswith(f"{name}.")]
-    files = [f for f in candidates if f.lower().endswith((".safetensors", ".sft"))]  # never unpickle a .pth
+    files = [f for f in candidates if is_safetensors(f)]  # never unpickle a .pth
     if not files:
         found = f" (found only {', '.join(candidates)}: pickle files, which Steer does not load)" if candidates else ""
         raise SteerError(

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import types
 from contextlib import contextmanager
 from typing import Iterable, Sequence
 
@@ -48,14 +47,15 @@ import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from ..personalize.backbone import EncodedPrompt
 from ..personalize.latent_cache import DEFAULT_BUDGET_BYTES, LatentCache, sample_latents
 from ..personalize.regularizer import AttentionCapture
 from ..personalize.schedule import NoiseSchedule
 from ..personalize.stages import CONCEPT_PLACEHOLDER, CROSS_ATTENTION, TOKEN, UNET
-from ..guidance.checkpointing import _MISSING, patch_forwards, restore_forwards
-from .comfy_guidance import differentiable_clone, unet_checkpoint_blocks
+from ..guidance.checkpointing import checkpointed
+from ..patching import AttributePatch
+from .comfy_common import differentiable_clone, out_of_place_clip_layers, unet_checkpoint_blocks
 
 log = logging.getLogger("steer")
 
@@ -165,29 +165,6 @@ def noise_schedule_of(model_sampling) -> NoiseSchedule:
 # The in-scope patches
 
 
-def out_of_place_clip_layer(self, x, mask=None, optimized_attention=None):
-    """comfy.clip_model.CLIPLayer.forward with `x = x + ...` instead of `x += ...`, so autograd
-    keeps the residual inputs it saved (same maths; see also nodes/comfy_clip_vision.py)."""
-    x = x + self.self_attn(self.layer_norm1(x), mask, optimized_attention)
-    return x + self.mlp(self.layer_norm2(x))
-
-
-@contextmanager
-def out_of_place_clip_layers(text_encoder: torch.nn.Module):
-    """While open, every CLIPLayer of `text_encoder` runs the out-of-place forward. An instance
-    attribute on those layers only (the class is untouched, so CLIP vision and other text
-    encoders are not affected); the previous state is restored on exit, even on error."""
-    patched = []
-    try:
-        for module in text_encoder.modules():
-            if isinstance(module, comfy.clip_model.CLIPLayer):
-                patched.append((module, module.__dict__.get("forward", _MISSING)))
-                module.forward = types.MethodType(out_of_place_clip_layer, module)
-        yield
-    finally:
-        restore_forwards(patched)
-
-
 def capturing_attn2(capture: AttentionCapture):
     """An attn2 replace patch: attention with explicit float32 softmax probabilities, handed to
     `capture` as (batch, heads, pixels, tokens). The block applies to_q/to_k/to_v before and
@@ -290,7 +267,7 @@ class ComfyBackbone:
         self._clip_patcher = None  # a differentiable clone of the CLIP's patcher
         self._parameters: dict[str, torch.nn.Parameter] = {}
         self._groups = None
-        self._checkpointed: list[tuple[torch.nn.Module, object]] = []
+        self._checkpointed = AttributePatch()
         self._scope = None
         self._latents = LatentCache(latent_cache_bytes)
         self._vae_signature: str | None = None
@@ -414,10 +391,9 @@ class ComfyBackbone:
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         if enabled and not self._checkpointed:
-            self._checkpointed = patch_forwards(unet_checkpoint_blocks(self._diffusion_model))
+            self._checkpointed.apply(checkpointed(unet_checkpoint_blocks(self._diffusion_model)))
         elif not enabled:
-            restore_forwards(self._checkpointed)
-            self._checkpointed = []
+            self._checkpointed.restore()
 
     # --- text --------------------------------------------------------------------------------
 

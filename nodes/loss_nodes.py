@@ -5,19 +5,15 @@ import re
 
 import torch
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from ..guidance.losses.base import Window
 from ..guidance.losses.color import COLOR_MATCHES, ReferenceColorLoss, TargetColorLoss
 from ..guidance.losses.combine import CombinedLoss, LossTerm
 from ..guidance.losses.edge import EdgeLoss
+from .comfy_common import image_to_bchw
 
 CATEGORY = "Steer/losses"
 COMBINE_SLOTS = 4
-
-
-def image_to_bchw(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE (B, H, W, C) → (B, C, H, W), RGB only."""
-    return image[..., :3].movedim(-1, 1)
 
 
 def parse_hex_color(text: str) -> tuple[float, float, float]:

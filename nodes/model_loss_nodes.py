@@ -11,12 +11,13 @@ import os
 import folder_paths
 import torch
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from ..guidance.hf_models import PRECISIONS, folder_signature, list_model_folders, load_guidance_model, resolve_model_folder
 from ..guidance.losses.classifier import OBJECTIVES, ClassifierLoss
 from ..guidance.losses.clip import DISTANCES, CLIPImageLoss, CLIPStyleLoss, CLIPTextLoss, HFCLIPEncoder
 from ..guidance.preprocess import FITS
 from .comfy_clip_vision import ComfyCLIPVisionEncoder
+from .comfy_common import image_to_bchw
 
 CATEGORY = "Steer/losses"
 MODEL_FOLDER = "steer"
@@ -42,11 +43,6 @@ register_model_folder()
 
 def model_roots() -> list[str]:
     return folder_paths.get_folder_paths(MODEL_FOLDER)
-
-
-def image_to_bchw(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE (B, H, W, C) → (B, C, H, W), RGB only."""
-    return image[..., :3].movedim(-1, 1)
 
 
 FIT_INPUT = (

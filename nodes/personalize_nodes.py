@@ -22,7 +22,7 @@ import folder_paths
 import torch
 from PIL import Image
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from ..personalize.data import TrainingImages
 from ..personalize.export import DEFAULT_LORA_RANK, METADATA_FORMAT, UNET_FORMATS, trigger_phrase, validate_concept_name
 from ..personalize.plot import plot_history

@@ -8,7 +8,6 @@ backbone.py    the interface a model must offer; diffusers_backbone.py implement
 trainer.py     runs the stages; checkpoint.py saves and resumes them
 export.py      writes the embedding, the UNet change (full or LoRA) and the JSON
 ldm_names.py   diffusers -> ComfyUI (LDM) UNet parameter names
-atomic_files.py  temp-file-then-rename writes
 
 Nothing here imports ComfyUI; the ComfyUI backend lives with the nodes.
 """

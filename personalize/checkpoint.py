@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .atomic_files import write_json, write_safetensors
+from ..safe_files import write_json, write_safetensors
 
 FORMAT = "steer.attndreambooth.checkpoint/1"
 PROGRESS_FILE = "progress.json"

@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 import torch
 from kornia.geometry.transform import get_rotation_matrix2d, hflip, resize, warp_affine
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 
 MIN_IMAGES = 3
 MAX_IMAGES = 20

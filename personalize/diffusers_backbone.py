@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from .backbone import EncodedPrompt
 from .latent_cache import LatentCache, sample_latents
 from .ldm_names import diffusers_to_ldm_names

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..guidance.errors import SteerError
-from .atomic_files import StagedFiles
+from ..errors import SteerError
+from ..safe_files import StagedFiles
 
 UNET_FORMATS = ("full", "lora")
 DEFAULT_LORA_RANK = 32

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 
 RESNET_LAYERS = {
     "norm1": "in_layers.0",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 

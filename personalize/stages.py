@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 
 # Parameter groups a backbone names; a stage trains exactly one of them.
 TOKEN = "token"  # the new token's input embedding (one vector)

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from .backbone import Backbone
 from .checkpoint import CheckpointStore, TrainingState
 from .data import TrainingImages, image_order, mix_seed, sample_generator

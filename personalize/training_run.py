@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from .checkpoint import CheckpointStore
 from .data import TrainingImages
 from .export import DEFAULT_LORA_RANK, Concept, ConceptPaths, concept_from_backbone, write_concept

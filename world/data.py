@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from .render import JUDGE_STYLE, TRAIN_STYLE, RenderStyle, render_batch
 from .scene import PHRASINGS, Scene, caption, random_scene
 

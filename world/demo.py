@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..guidance.config import DEFAULT_PRESET, preset
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from . import experiment
 from .experiment import Task, _prompt_scenes
 from .scene import rgb01

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from .render import STRIPE_SHADE
 from .scene import COLOR_NAMES, COLORS, PLACE_CENTERS, PLACES, SHAPES, SIZES
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 from .scene import IMAGE_SIZE
 
 MODEL_DIR = Path(__file__).resolve().parent / "weights"

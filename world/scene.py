@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "heart", "diamond")
 COLORS: dict[str, tuple[int, int, int]] = {

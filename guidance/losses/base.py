@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ..errors import SteerError
+from ...errors import SteerError
 
 
 @runtime_checkable

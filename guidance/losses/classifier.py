@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import SteerError
+from ...errors import SteerError
 from ..hf_models import GuidanceModel
 from ..preprocess import FITS
 from .logits import CLASSIFIER_OBJECTIVES as OBJECTIVES

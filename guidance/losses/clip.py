@@ -16,7 +16,7 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from ..errors import SteerError
+from ...errors import SteerError
 from ..hf_models import GuidanceModel
 from ..preprocess import FITS
 from .reference import ReferenceImages

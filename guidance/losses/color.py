@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import SteerError
+from ...errors import SteerError
 from .reference import ReferenceImages
 
 COLOR_MATCHES = ("pixels", "average")

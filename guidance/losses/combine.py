@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import SteerError
+from ...errors import SteerError
 from .base import Loss, Window
 
 

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..errors import SteerError
+from ...errors import SteerError
 
 CLASSIFIER_OBJECTIVES = ("cross_entropy", "neg_probability", "neg_logit")
 

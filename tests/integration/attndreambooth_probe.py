@@ -42,7 +42,7 @@ import comfy.supported_models  # noqa: E402
 import comfy.supported_models_base  # noqa: E402
 from comfy.text_encoders import sd2_clip  # noqa: E402
 
-from steer.guidance.errors import SteerError  # noqa: E402
+from steer.errors import SteerError  # noqa: E402
 from steer.nodes.comfy_personalize import ComfyBackbone  # noqa: E402
 from steer.personalize.data import TrainingImages  # noqa: E402
 from steer.personalize.diffusers_backbone import DiffusersBackbone  # noqa: E402

@@ -2,7 +2,7 @@
 and trained with the ComfyUI backend, in a subprocess as a user runs it. Ctrl-C keeps a
 checkpoint and the same command resumes; the files are the ones the node writes.
 
-Runs `python -m steer.personalize.cli_train` (what `steer train` calls once cli.py wires it in).
+Runs `python -m steer.cli.train` (what `steer train` calls).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def photos(tmp_path_factory):
 
 def command(tiny_checkpoint, photos, out):
     return [
-        sys.executable, "-m", "steer.personalize.cli_train",
+        sys.executable, "-m", "steer.cli.train",
         "--images", str(photos), "--category", "dog", "--name", "cli_dog", "--model", str(tiny_checkpoint),
         "--out-embeddings", str(out / "embeddings"), "--out-loras", str(out / "loras"), "--checkpoints", str(out / "checkpoints"),
         "--set", "token_steps=3", "--set", "cross_attention_steps=1", "--set", "unet_steps=0",

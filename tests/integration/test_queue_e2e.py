@@ -15,10 +15,7 @@ SEED_INPUT = "9.inputs.noise_seed"  # the RandomNoise node of color_guidance
 
 
 def queue_command() -> list[str]:
-    """`steer queue` through the steer CLI once the lead wired it in, else the batch module's own entry."""
-    if "add_queue_command" in (REPO_ROOT / "cli.py").read_text():
-        return [sys.executable, "-m", "steer.cli", "queue"]
-    return [sys.executable, "-m", "steer.batch"]
+    return [sys.executable, "-m", "steer.cli", "queue"]
 
 
 def history_size(comfy) -> int:

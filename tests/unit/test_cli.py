@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from steer import cli
+from steer.cli import main as cli
 from steer.guidance.config import DEFAULT_PRESET, PRESETS
 
 

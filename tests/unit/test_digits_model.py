@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from steer.digits import model as digits
-from steer.guidance.errors import SteerError
+from steer.errors import SteerError
 
 # Measured on the committed weights (20 DDIM steps, 32 samples, seeds 0-3): mean max-probability
 # 0.76-0.79 and 78-81% above 0.5; real held-out digits give 0.93 and 97%.

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from steer.guidance.errors import SteerError
+from steer.errors import SteerError
 from steer.guidance.losses.color import ReferenceColorLoss, TargetColorLoss
 from steer.guidance.losses.combine import CombinedLoss, LossTerm
 from steer.guidance.losses.base import Window

@@ -9,7 +9,7 @@ import torch
 
 from steer.guidance.augment import AugmentConfig
 from steer.guidance.config import GuidanceConfig, preset
-from steer.guidance.errors import SteerError
+from steer.errors import SteerError
 from steer.guidance.hf_models import clear_cache, list_model_folders, load_guidance_model, resolve_model_folder
 from steer.guidance.losses.classifier import ClassifierLoss, resolve_label
 from steer.guidance.losses.clip import CLIPImageLoss, CLIPStyleLoss, CLIPTextLoss, HFCLIPEncoder, cosine_distance, gram, spherical_distance

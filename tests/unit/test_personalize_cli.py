@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from steer.personalize import cli_train
-from steer.personalize.cli_train import TerminalProgress, add_train_command, main, parse_numbers
+from steer.cli import train as cli_train
+from steer.cli.progress import TerminalProgress
+from steer.cli.train import add_train_command, main, parse_numbers
 
 from unit.tiny_sd import one_torch_thread, tiny_components, tiny_photos, write_tokenizer_files
 

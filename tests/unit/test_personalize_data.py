@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 import torch
 
-from steer.guidance.errors import SteerError
+from steer.errors import SteerError
 from steer.personalize.data import (
     AugmentationConfig,
     AugmentationDraw,

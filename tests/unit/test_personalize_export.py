@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from steer.guidance.errors import SteerError
-from steer.personalize import atomic_files
+from steer.errors import SteerError
+from steer import safe_files as atomic_files
 from steer.personalize.data import TrainingImages
 from steer.personalize.export import Concept, concept_from_backbone, lora_factors, trigger_phrase, unet_state_dict, write_concept
 from steer.personalize.ldm_names import diffusers_to_ldm_names

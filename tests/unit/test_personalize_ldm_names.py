@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from steer.guidance.errors import SteerError
+from steer.errors import SteerError
 from steer.personalize.ldm_names import diffusers_to_ldm_names
 
 from unit.tiny_sd import tiny_components, write_tokenizer_files

@@ -2,7 +2,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from steer.guidance.errors import SteerError
+from steer.errors import SteerError
 from steer.personalize.schedule import NoiseSchedule
 
 

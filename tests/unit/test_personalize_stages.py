@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from steer.guidance.errors import SteerError
+from steer.errors import SteerError
 from steer.personalize.stages import (
     CUSTOM_FIELDS,
     FAST,

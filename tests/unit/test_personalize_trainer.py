@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from steer.guidance.errors import SteerError
+from steer.errors import SteerError
 from steer.personalize.data import TrainingImages
 from steer.personalize.stages import custom_plan
 from steer.personalize.trainer import RuntimeOptions, train

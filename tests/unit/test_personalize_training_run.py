@@ -3,7 +3,7 @@ the augmented-view pool, the loss plot, and the fast LoRA factorisation."""
 import pytest
 import torch
 
-from steer.guidance.errors import SteerError
+from steer.errors import SteerError
 from steer.personalize.checkpoint import CheckpointStore, TrainingState
 from steer.personalize.data import TrainingImages
 from steer.personalize.export import lora_factors

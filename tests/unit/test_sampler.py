@@ -5,7 +5,7 @@ import torch
 
 from steer.guidance.augment import AugmentConfig
 from steer.guidance.config import PRESETS, GuidanceConfig, TimeTravel, preset
-from steer.guidance.errors import SteerError
+from steer.errors import SteerError
 from steer.guidance.losses.base import Window
 from steer.guidance.losses.color import TargetColorLoss
 from steer.guidance.losses.combine import CombinedLoss, LossTerm

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from steer.benchmarks import world as bench
-from steer.guidance.errors import SteerError
+from steer.errors import SteerError
 from steer.world import model as wm
 from steer.world.experiment import make_tasks
 

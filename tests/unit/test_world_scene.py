@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from steer.guidance.errors import SteerError
+from steer.errors import SteerError
 from steer.world import judges as J
 from steer.world.data import SPLIT_SEEDS, load_split, scenes_for
 from steer.world.model import build_tokenizer

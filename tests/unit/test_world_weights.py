@@ -71,7 +71,7 @@ def test_guidance_moves_the_background_toward_the_target_colour(world):
 
 
 def test_judge_file_refuses_a_missing_folder(tmp_path):
-    from steer.guidance.errors import SteerError
+    from steer.errors import SteerError
 
     with pytest.raises(SteerError, match="steer.world.train --stage judge"):
         load_judges(tmp_path)

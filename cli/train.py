@@ -25,19 +25,20 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..guidance.errors import SteerError
+from ..errors import SteerError
+from .comfy_bootstrap import import_comfyui
+from .progress import TerminalProgress
+from ..safe_files import SAFETENSORS_SUFFIXES, is_pickle, is_safetensors
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-CHECKPOINT_FILE_EXTENSIONS = (".safetensors", ".sft")
-PICKLE_FILE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")  # loading these would unpickle arbitrary code
 DEFAULT_VIEWS = 16  # as the node
 
 
 def add_train_command(subparsers) -> argparse.ArgumentParser:
     """Adds `train` to the `steer` command's subparsers (cli.py wires it in)."""
-    from .export import DEFAULT_LORA_RANK, UNET_FORMATS
-    from .stages import CUSTOM_FIELDS, PRESETS
-    from .trainer import PRECISIONS
+    from ..personalize.export import DEFAULT_LORA_RANK, UNET_FORMATS
+    from ..personalize.stages import CUSTOM_FIELDS, PRESETS
+    from ..personalize.trainer import PRECISIONS
 
     parser = subparsers.add_parser(
         "train",
@@ -112,7 +113,7 @@ def parse_numbers(pairs: list[str]) -> dict:
 def build_plan(args):
     from dataclasses import replace
 
-    from .stages import custom_plan, preset
+    from ..personalize.stages import custom_plan, preset
 
     numbers = parse_numbers(args.set)
     if numbers or args.preset == "custom":
@@ -135,71 +136,11 @@ def _default_out(kind: str) -> Path:
     return Path(kind)
 
 
-class TerminalProgress:
-    """A one-line progress bar on a terminal (a line every ~5% otherwise). Ctrl-C asks the
-    trainer to stop after the current step (raising from here saves a checkpoint)."""
-
-    def __init__(self, stream=None, width: int = 30):
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.stop_requested = False
-        self.started = None
-        self.first_done = 0
-        self.last_line = -1
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def __call__(self, done: int, total: int, loss: float) -> None:
-        if self.stop_requested:
-            raise KeyboardInterrupt
-        now = time.monotonic()
-        if self.started is None:
-            self.started, self.first_done = now, done
-        rate = (now - self.started) / max(done - self.first_done, 1) if done > self.first_done else None
-        eta = f"  eta {self._clock(rate * (total - done))}" if rate is not None else ""
-        shown = "" if math.isnan(loss) else f"  loss {loss:.4f}"
-        filled = int(self.width * done / max(total, 1))
-        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}{shown}{eta}"
-        if self.tty:
-            self.stream.write("\r" + line + " " * 4)
-            if done >= total:
-                self.stream.write("\n")
-        elif done >= total or done * 20 // max(total, 1) != self.last_line:
-            self.last_line = done * 20 // max(total, 1)
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    @staticmethod
-    def _clock(seconds: float) -> str:
-        seconds = int(seconds)
-        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
-
-    @contextmanager
-    def ctrl_c_stops_cleanly(self):
-        """First Ctrl-C: finish the step, save a checkpoint, stop. Second: stop at once."""
-        if not hasattr(signal, "SIGINT") or os.name == "nt":
-            yield
-            return
-
-        def handler(signum, frame):
-            if self.stop_requested:
-                raise KeyboardInterrupt
-            self.stop_requested = True
-            self.stream.write("\nstopping after this step (Ctrl-C again to stop at once, without a checkpoint)...\n")
-            self.stream.flush()
-
-        try:
-            previous = signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not the main thread
-            yield
-            return
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-
 # --------------------------------------------------------------------------------------------
 # Backends
+
+
+NEEDS_COMFYUI_FOR_CHECKPOINTS = "single-file checkpoints are loaded with ComfyUI: set COMFYUI_PATH to a ComfyUI checkout, or give a diffusers model folder"
 
 
 @contextmanager
@@ -209,7 +150,7 @@ def open_backbone(model_path: str, device: str | None, photos):
     if path.is_dir():
         import torch
 
-        from .diffusers_backbone import DiffusersBackbone
+        from ..personalize.diffusers_backbone import DiffusersBackbone
 
         chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
         backbone = DiffusersBackbone.from_pretrained(str(path), device=chosen)
@@ -218,14 +159,14 @@ def open_backbone(model_path: str, device: str | None, photos):
         return
     if not path.is_file():
         raise SteerError(f"--model {model_path!r} does not exist; give a diffusers model folder or a checkpoint file")
-    if path.suffix.lower() in PICKLE_FILE_EXTENSIONS:
+    if is_pickle(path):
         raise SteerError(
             f"--model {model_path!r} is a pickle file ({path.suffix}); Steer loads safetensors only, because unpickling can run "
             "arbitrary code. Use the model's .safetensors release, or convert the file to safetensors with a tool you trust"
         )
-    if path.suffix.lower() not in CHECKPOINT_FILE_EXTENSIONS:
-        raise SteerError(f"--model {model_path!r} is neither a diffusers folder nor a checkpoint file ({', '.join(CHECKPOINT_FILE_EXTENSIONS)})")
-    comfy_sd = import_comfyui(force_cpu=device == "cpu")
+    if not is_safetensors(path):
+        raise SteerError(f"--model {model_path!r} is neither a diffusers folder nor a checkpoint file ({', '.join(SAFETENSORS_SUFFIXES)})")
+    comfy_sd = import_comfyui(force_cpu=device == "cpu", missing=NEEDS_COMFYUI_FOR_CHECKPOINTS)
     import torch
 
     with torch.inference_mode():  # as ComfyUI's loader nodes run
@@ -241,48 +182,14 @@ def open_backbone(model_path: str, device: str | None, photos):
             yield backbone, f"{path.name} through ComfyUI ({backbone.architecture}) on {backbone.device}"
 
 
-NEEDS_COMFYUI_FOR_CHECKPOINTS = "single-file checkpoints are loaded with ComfyUI: set COMFYUI_PATH to a ComfyUI checkout, or give a diffusers model folder"
-
-
-def import_comfyui(force_cpu: bool = False, missing: str = NEEDS_COMFYUI_FOR_CHECKPOINTS):
-    """Put COMFYUI_PATH at the end of sys.path (this process only) and import comfy.sd from it.
-    `missing` is the error when COMFYUI_PATH is not set."""
-    root = os.environ.get("COMFYUI_PATH")
-    if not root:
-        raise SteerError(missing)
-    root = str(Path(root).resolve())
-    if not (Path(root) / "comfy" / "sd.py").is_file():
-        raise SteerError(f"COMFYUI_PATH={root} is not a ComfyUI checkout (no comfy/sd.py)")
-    loaded = sys.modules.get("comfy")
-    # comfy has no __init__.py: a namespace package, whose location is __path__, not __file__.
-    loaded_from = [str(Path(p).resolve()) for p in getattr(loaded, "__path__", [])] if loaded is not None else []
-    if loaded is not None and not any(p.startswith(root) for p in loaded_from):
-        raise SteerError(f"another 'comfy' package ({', '.join(loaded_from) or loaded}) is already imported; run steer train in a fresh process")
-    if root not in sys.path:
-        # Last, not first: ComfyUI's top-level modules must not shadow installed packages. The checks
-        # below make sure `comfy` itself still comes from this checkout.
-        sys.path.append(root)
-    import torch
-
-    import comfy.cli_args
-
-    if force_cpu or not (torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())):
-        comfy.cli_args.args.cpu = True  # before comfy.model_management is imported: it picks the device then
-    import comfy.sd
-
-    if not str(comfy.sd.__file__).startswith(root):
-        raise SteerError(f"imported comfy from {comfy.sd.__file__}, not from COMFYUI_PATH={root}")
-    return comfy.sd
-
-
 # --------------------------------------------------------------------------------------------
 
 
 def run_train(args) -> None:
-    from .data import TrainingImages
-    from .export import validate_concept_name
-    from .trainer import RuntimeOptions, validate_category
-    from .training_run import check_target_free, save_concept, train_concept
+    from ..personalize.data import TrainingImages
+    from ..personalize.export import validate_concept_name
+    from ..personalize.trainer import RuntimeOptions, validate_category
+    from ..personalize.training_run import check_target_free, save_concept, train_concept
 
     name = validate_concept_name(args.name)
     category = validate_category(args.category)
@@ -318,7 +225,7 @@ def run_train(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m steer.personalize.cli_train ...` (the same as `steer train ...`)."""
+    """`python -m steer.cli.train ...` (the same as `steer train ...`)."""
     parser = argparse.ArgumentParser(prog="steer")
     add_train_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])

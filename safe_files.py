@@ -1,7 +1,13 @@
-"""Write files so a reader never sees half of one: each file goes to a temporary file in its
-own folder, is flushed to disk, and is then renamed over the target (os.replace is atomic on
-one filesystem). `StagedFiles` prepares several files completely before renaming any, so a
-failure while writing (disk full, bad tensor) leaves none of them behind."""
+"""Files, safely: never half-written, never unpickled.
+
+Writing: each file goes to a temporary file in its own folder, is flushed to disk, and is then
+renamed over the target (os.replace is atomic on one filesystem). `StagedFiles` prepares several
+files completely before renaming any, so a failure while writing (disk full, bad tensor) leaves
+none of them behind.
+
+Reading: Steer loads safetensors only. Loading a pickle file (.ckpt, .pt, .bin...) can run
+arbitrary code, so the loaders name these suffixes in their errors instead of opening them.
+"""
 from __future__ import annotations
 
 import json
@@ -9,8 +15,21 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where tensors are written: `steer --help` should not load it
+    import torch
+
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
+
+
+def is_safetensors(name: str | Path) -> bool:
+    return str(name).lower().endswith(SAFETENSORS_SUFFIXES)
+
+
+def is_pickle(name: str | Path) -> bool:
+    return str(name).lower().endswith(PICKLE_SUFFIXES)
 
 
 class StagedFiles:
@@ -33,7 +52,9 @@ class StagedFiles:
         self._pending.append((Path(temporary), path))
         return Path(temporary)
 
-    def safetensors(self, path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    def safetensors(self, path: Path, tensors: "dict[str, torch.Tensor]", metadata: dict[str, str] | None = None) -> None:
+        from safetensors.torch import save_file
+
         tensors = {key: value.detach().contiguous().cpu() for key, value in tensors.items()}
         save_file(tensors, str(self._temporary(Path(path))), metadata=metadata)
 

@@ -1,15 +1,14 @@
-"""The `steer` command."""
+"""`steer`: the argument parser and the entry point; each sub-command's work lives in its own module."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from .batch.queue import add_queue_command
-from .benchmarks.world_arguments import add_world_bench_arguments
-from .guidance.errors import SteerError
-from .personalize.cli_train import add_train_command
+from ..batch.queue import add_queue_command
+from ..benchmarks.arguments import add_digits_bench_arguments, add_guidance_bench_arguments, add_world_bench_arguments
+from ..errors import SteerError
+from .train import add_train_command
 
 # Kept in sync with guidance.config by tests/unit/test_cli.py; importing it here would load torch
 # for every command, and `steer queue` needs none.
@@ -18,31 +17,31 @@ DEFAULT_PRESET = "mpgd"
 
 
 def _demo(args) -> None:
-    from .world.demo import run_demo
+    from ..world.demo import run_demo
 
     run_demo(Path(args.out), count=args.count, steps=args.steps, preset_name=args.preset, seed=args.seed)
 
 
 def _demo_digits(args) -> None:
-    from .digits.demo import run_demo
+    from ..digits.demo import run_demo
 
     run_demo(Path(args.out), per_digit=args.per_digit, steps=args.steps, preset_name=args.preset, seed=args.seed)
 
 
 def _bench_digits(args) -> int:
-    from .benchmarks.digits import execute
+    from ..benchmarks.digits import execute
 
     return execute(args)
 
 
 def _bench_world(args) -> int:
-    from .benchmarks.world import execute
+    from ..benchmarks.world import execute
 
     return execute(args)
 
 
 def _bench_guidance(args) -> int:
-    from .benchmarks.guidance_cost import execute
+    from ..benchmarks.guidance_cost import execute
 
     return execute(args)
 
@@ -76,16 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Without a sub-command: the cost of guided sampling (full-size SD1.5 UNet + VAE with random weights, "
         "through ComfyUI at COMFYUI_PATH), as ratios to an unguided CFG step.",
     )
-    _add_guidance_bench_arguments(bench)
+    add_guidance_bench_arguments(bench)
     bench.set_defaults(run=_bench_guidance)
     benches = bench.add_subparsers(dest="benchmark", required=False)
     digits_bench = benches.add_parser("digits", help="the paper's three claims on the digits model, scored by an independent judge")
-    digits_bench.add_argument("--per-class", type=int, default=10, help="samples per digit (default 10: 100 samples per method)")
-    digits_bench.add_argument("--steps", default="20,50,100", help="comma-separated DDIM step counts (default 20,50,100)")
-    digits_bench.add_argument("--seed", type=int, default=0)
-    digits_bench.add_argument("--methods", help="comma-separated subset of the methods (default: all; the claim verdicts need all)")
-    digits_bench.add_argument("--json", type=Path, help="also write rows and claims as JSON here")
-    digits_bench.add_argument("--markdown", type=Path, help="also write the Markdown table here")
+    add_digits_bench_arguments(digits_bench)
     digits_bench.set_defaults(run=_bench_digits)
     world_bench = benches.add_parser("world", help="guidance in latent space on the world text-to-image model: presets, ablations, claims, scored by independent judges")
     add_world_bench_arguments(world_bench)
@@ -97,17 +91,6 @@ def _add_demo_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     parser.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET, help=f"guidance preset (default {DEFAULT_PRESET})")
     parser.add_argument("--seed", type=int, default=0)
-
-
-def _add_guidance_bench_arguments(parser) -> None:
-    # The same options as benchmarks/guidance_cost.py, declared here so `steer --help` stays light.
-    parser.add_argument("--json", type=Path, help="also write the table as JSON here")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per mode (default 3; one warm-up round more)")
-    parser.add_argument("--latent", type=int, default=32, help="latent side (default 32, i.e. 256 px images)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (default: all cores)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
-    parser.add_argument("--no-training", action="store_true", help="skip the AttnDreamBooth training row")
-    parser.add_argument("--quiet", action="store_true", help="no per-repeat log on stderr")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,34 @@
+"""The benchmarks' options, apart from the benchmarks so `steer --help` loads no torch."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _add_claim_bench_arguments(parser, steps: str) -> None:
+    """What the claim benchmarks (digits, world) share: step counts, seed, methods, outputs."""
+    parser.add_argument("--steps", default=steps, help=f"comma-separated DDIM step counts (default {steps})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", help="comma-separated subset of the methods (default: all; the claim verdicts need all)")
+    parser.add_argument("--json", type=Path, help="also write rows and claims as JSON here")
+    parser.add_argument("--markdown", type=Path, help="also write the Markdown table here")
+
+
+def add_world_bench_arguments(parser) -> None:
+    parser.add_argument("--per-task", type=int, default=32, help="prompts per task (default 32: 128 samples per method and step count)")
+    _add_claim_bench_arguments(parser, steps="20,50")
+
+
+def add_digits_bench_arguments(parser) -> None:
+    parser.add_argument("--per-class", type=int, default=10, help="samples per digit (default 10: 100 samples per method)")
+    _add_claim_bench_arguments(parser, steps="20,50,100")
+
+
+def add_guidance_bench_arguments(parser) -> None:
+    parser.add_argument("--json", type=Path, help="also write the table as JSON here")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per mode (default 3; one warm-up round more)")
+    parser.add_argument("--latent", type=int, default=32, help="latent side (default 32, i.e. 256 px images)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads (default: all cores)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
+    parser.add_argument("--no-training", action="store_true", help="skip the AttnDreamBooth training row")
+    parser.add_argument("--quiet", action="store_true", help="no per-repeat log on stderr")
