@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from ..guidance.config import DEFAULT_PRESET, preset
 from ..errors import SteerError
 from . import experiment
-from .experiment import Task, _prompt_scenes
+from .experiment import Task, prompt_scenes
 from .scene import rgb01
 
 CELL = 96  # pixels per 32x32 sample in the grid
@@ -20,7 +20,7 @@ COLOR_TARGET, SHAPE_TARGET = "yellow", "star"
 
 def demo_tasks(count: int, seed: int) -> list[Task]:
     """Shared prompts (never yellow, never a star), three ways: no target, a colour target, a shape target."""
-    scenes = _prompt_scenes(count, 70_000 + seed, {"shape": {SHAPE_TARGET}, "color": {COLOR_TARGET}, "background": {COLOR_TARGET}})
+    scenes = prompt_scenes(count, 70_000 + seed, {"shape": {SHAPE_TARGET}, "color": {COLOR_TARGET}, "background": {COLOR_TARGET}})
     return [
         Task("color", f"background toward {COLOR_TARGET}", scenes, {"background": COLOR_TARGET}, ("shape", "place", "size"), target_rgb=rgb01(COLOR_TARGET)),
         Task("shape", f"shape toward {SHAPE_TARGET} (classifier guide)", scenes, {"shape": SHAPE_TARGET}, ("color", "background", "place", "size"), target_shape=SHAPE_TARGET),

@@ -50,7 +50,7 @@ class Task:
         return [caption(s) for s in self.scenes]
 
 
-def _prompt_scenes(count: int, seed: int, avoid: dict) -> list[Scene]:
+def prompt_scenes(count: int, seed: int, avoid: dict) -> list[Scene]:
     """Seeded single-shape scenes whose attributes avoid the target's values, so the prompt alone never hits it."""
     rng = np.random.default_rng(seed)
     scenes = []
@@ -73,12 +73,12 @@ def make_tasks(count: int, seed: int = 0) -> list[Task]:
     color = "yellow"
     return [
         Task("color", f"colour loss toward {color} ({'#%02x%02x%02x' % tuple(int(c * 255) for c in rgb01(color))})",
-             _prompt_scenes(count, base + 1, {"color": {color}, "background": {color}}), {"background": color}, ("shape", "place", "size"), target_rgb=rgb01(color)),
-        Task("shape", "classifier guide toward 'star'", _prompt_scenes(count, base + 2, {"shape": {"star"}}), {"shape": "star"}, ("color", "background", "place", "size"), target_shape="star"),
-        Task("text", "CLIP text guide toward 'a yellow star'", _prompt_scenes(count, base + 3, {"shape": {"star"}, "color": {"yellow"}, "background": {"yellow"}}),
+             prompt_scenes(count, base + 1, {"color": {color}, "background": {color}}), {"background": color}, ("shape", "place", "size"), target_rgb=rgb01(color)),
+        Task("shape", "classifier guide toward 'star'", prompt_scenes(count, base + 2, {"shape": {"star"}}), {"shape": "star"}, ("color", "background", "place", "size"), target_shape="star"),
+        Task("text", "CLIP text guide toward 'a yellow star'", prompt_scenes(count, base + 3, {"shape": {"star"}, "color": {"yellow"}, "background": {"yellow"}}),
              {"shape": "star", "color": "yellow"}, ("background", "place", "size"), target_shape="star", text="a yellow star"),
         Task("reference", "CLIP image loss toward a render of a large purple heart on orange",
-             _prompt_scenes(count, base + 4, {"shape": {"heart"}, "color": {"purple"}, "background": {"orange", "purple"}}),
+             prompt_scenes(count, base + 4, {"shape": {"heart"}, "color": {"purple"}, "background": {"orange", "purple"}}),
              {"shape": "heart", "color": "purple"}, ("place", "size"), target_shape="heart", reference=reference),
     ]
 

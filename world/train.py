@@ -5,14 +5,16 @@
 
 Stages: vae, generator (tokenizer + text encoder + UNet), generator_more (a second, lower-lr
 schedule from the first's weights), tiny_decoder (needs vae), classifier,
-clip, judge, card. Each is seeded and deterministic for a given thread count; each writes its facts
-to training.json, which the card is made from. About 60-70 minutes on 2 CPU cores in all.
+clip, judge, card. Each is seeded and writes its facts to training.json, which the card is made from.
+For a given thread count each stage is bitwise reproducible, with one exception: the tokenizers
+(generator, clip) come from Hugging Face's BPE trainer, which breaks frequency ties in hash order,
+so a rerun may number the words differently and then trains different (equally good) weights.
+About 60-70 minutes on 2 CPU cores in all.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -25,62 +27,9 @@ import torch.nn.functional as F
 
 from . import model as wm
 from .data import COUNTS, load_split
+from .training_loop import FACTS_FILE, batches, count_parameters, fit, log, record
 
 STAGES = ("vae", "generator", "generator_more", "tiny_decoder", "classifier", "clip", "judge", "card")
-FACTS_FILE = "training.json"
-
-
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def batches(count: int, size: int, generator: torch.Generator):
-    """Endless minibatch indices, a fresh seeded permutation per epoch."""
-    while True:
-        order = torch.randperm(count, generator=generator)
-        for start in range(0, count - size + 1, size):
-            yield order[start:start + size]
-
-
-def lr_at(step: int, steps: int, peak: float, warmup: int = 200) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
-
-
-def set_lr(optimizer, value: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = value
-
-
-def count_parameters(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def record(out: Path, stage: str, facts: dict) -> None:
-    path = out / FACTS_FILE
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data[stage] = facts
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(path)
-
-
-def degrade(images: torch.Tensor, mean: torch.Tensor, generator: torch.Generator, clean: float = 0.25) -> torch.Tensor:
-    """Look like a decoded x̂0 of a noisy step: random blur, a pull toward the mean image, noise.
-    A guide trained on clean renders only gives poor gradients on the blurry estimates early in sampling."""
-    import kornia
-
-    b = images.shape[0]
-    rand = lambda: torch.rand(b, generator=generator)  # noqa: E731
-    sigma = (0.05 + 2.0 * rand()).view(b, 1).expand(b, 2).contiguous()
-    blurred = kornia.filters.gaussian_blur2d(images, (9, 9), sigma)
-    contrast = (0.3 + 0.7 * rand()).view(b, 1, 1, 1)
-    out = mean + contrast * (blurred - mean) + (0.1 * rand()).view(b, 1, 1, 1) * torch.randn(images.shape, generator=generator)
-    keep = (rand() < clean).view(b, 1, 1, 1)
-    return torch.where(keep, images, out)
-
-
 # ----------------------------------------------------------------------------------------
 # VAE
 # ----------------------------------------------------------------------------------------
@@ -94,21 +43,16 @@ def train_vae(out: Path, steps: int = 1500, batch: int = 32) -> None:
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     generator = torch.Generator().manual_seed(1)
     order = batches(len(data.images), batch, generator)
-    running, start = None, time.time()
-    for step in range(steps):
-        set_lr(optimizer, lr_at(step, steps, 1e-3, warmup=100))
+    start = time.time()
+
+    def batch_loss(step):
         x = data.images[next(order)] * 2 - 1
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=generator)).sample
         mse = F.mse_loss(recon, x)
-        loss = mse + 0.5 * F.l1_loss(recon, x) + 1e-6 * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        running = float(mse) if running is None else 0.98 * running + 0.02 * float(mse)
-        if step % 100 == 0 or step == steps - 1:
-            _log(f"vae {step}/{steps} mse {running:.5f}")
+        return mse + 0.5 * F.l1_loss(recon, x) + 1e-6 * posterior.kl().mean(), float(mse)
+
+    running = fit("vae (mse)", optimizer, steps, batch_loss, peak_lr=1e-3, warmup=100, clip_norm=1.0)
     vae.eval()
     with torch.no_grad():
         latents = torch.cat([vae.encode(data.images[i:i + 500] * 2 - 1).latent_dist.mean for i in range(0, 4000, 500)])
@@ -120,7 +64,7 @@ def train_vae(out: Path, steps: int = 1500, batch: int = 32) -> None:
     vae.save_pretrained(out / "vae", safe_serialization=True)
     record(out, "vae", {"steps": steps, "batch": batch, "parameters": count_parameters(vae), "train_mse": running, "heldout_mse": heldout_mse,
                         "scaling_factor": scaling, "seconds": time.time() - start})
-    _log(f"vae done: heldout mse {heldout_mse:.5f}, scaling factor {scaling:.4f}")
+    log(f"vae done: heldout mse {heldout_mse:.5f}, scaling factor {scaling:.4f}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -154,7 +98,7 @@ def train_generator(out: Path, steps: int = 5000, batch: int = 96, drop: float =
     vae = AutoencoderKL.from_pretrained(out / "vae", use_safetensors=True).eval()
     data = load_split("generator", COUNTS["generator"])
     latents = _encode_all(vae, data.images, float(vae.config.scaling_factor))
-    _log(f"generator: {len(latents)} latents cached, std {float(latents.std()):.3f}")
+    log(f"generator: {len(latents)} latents cached, std {float(latents.std()):.3f}")
     rng = np.random.default_rng(3 if resume else 2)
     from .scene import PHRASINGS, caption
 
@@ -171,9 +115,9 @@ def train_generator(out: Path, steps: int = 5000, batch: int = 96, drop: float =
     weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 weighting of the eps loss
     generator = torch.Generator().manual_seed(3 if resume else 2)
     order = batches(len(latents), batch, generator)
-    running, start = None, time.time()
-    for step in range(steps):
-        set_lr(optimizer, lr_at(step, steps, peak_lr))
+    start = time.time()
+
+    def batch_loss(step):
         idx = next(order)
         phrasing = torch.from_numpy(rng.integers(PHRASINGS, size=len(idx)))
         ids = torch.stack([all_ids[int(p)][int(i)] for p, i in zip(phrasing, idx)])
@@ -186,18 +130,15 @@ def train_generator(out: Path, steps: int = 5000, batch: int = 96, drop: float =
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         eps = unet(xt, t, encoder_hidden_states=text_encoder(ids).last_hidden_state).sample
         per = (eps - noise).square().mean(dim=(1, 2, 3))
-        loss = (per * weight[t]).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            decay = min(0.999, (1 + step) / (10 + step))
-            for e, p in zip(ema, params):
-                e.lerp_(p.detach(), 1 - decay)
-        running = float(per.mean()) if running is None else 0.99 * running + 0.01 * float(per.mean())
-        if step % 100 == 0 or step == steps - 1:
-            _log(f"generator {step}/{steps} eps-mse {running:.4f} ({time.time() - start:.0f} s)")
+        return (per * weight[t]).mean(), float(per.mean())
+
+    @torch.no_grad()
+    def update_ema(step):
+        decay = min(0.999, (1 + step) / (10 + step))
+        for e, p in zip(ema, params):
+            e.lerp_(p.detach(), 1 - decay)
+
+    running = fit("generator (eps-mse)", optimizer, steps, batch_loss, peak_lr=peak_lr, clip_norm=1.0, after_step=update_ema, smoothing=0.99)
     with torch.no_grad():
         for e, p in zip(ema, params):
             p.copy_(e)
@@ -240,21 +181,18 @@ def train_tiny_decoder(out: Path, steps: int = 1200, batch: int = 64) -> None:
     optimizer = torch.optim.AdamW(tiny.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(3)
     order = batches(len(latents), batch, generator)
-    running, start = None, time.time()
-    for step in range(steps):
-        set_lr(optimizer, lr_at(step, steps, 2e-3, warmup=100))
+    start = time.time()
+
+    def batch_loss(step):
         idx = next(order)
         # Decoded x̂0 of noisy steps lie off the data latents: train on noised latents too.
         z = latents[idx] + torch.rand(len(idx), 1, 1, 1, generator=generator) * 0.3 * torch.randn(latents[idx].shape, generator=generator)
         with torch.no_grad():
             target = vae.decode(z / scaling).sample * 0.5 + 0.5
         loss = F.mse_loss(tiny(z), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
-        if step % 200 == 0 or step == steps - 1:
-            _log(f"tiny decoder {step}/{steps} mse {running:.5f}")
+        return loss, float(loss)
+
+    fit("tiny decoder (mse)", optimizer, steps, batch_loss, peak_lr=2e-3, warmup=100, log_every=200)
     (out / "tiny_decoder").mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, str(out / "tiny_decoder" / "tiny_decoder.safetensors"))
     with torch.no_grad():
@@ -272,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+
     def guides_module():
         from . import train_guides
 
@@ -288,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "card": lambda: guides_module().write_card(args.out, {"threads": args.threads, "machine": platform.machine(), "torch": torch.__version__, "cpus": os.cpu_count()}),
     }
     for stage in STAGES if args.stage == "all" else (args.stage,):
-        _log(f"stage {stage}")
+        log(f"stage {stage}")
         runners[stage]()
     return 0
 

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 
 from ..guidance.preprocess import ImagePreprocess
 from . import model as wm
-from .data import load_split
 from .scene import COLOR_NAMES, PHRASINGS, SHAPES, caption, partial_caption
-from .train import COUNTS, _log, batches, count_parameters, degrade, lr_at, record, set_lr
+from .data import COUNTS, load_split
+from .training_loop import batches, count_parameters, degrade, fit, record
 
 CLASSIFIER_LABELS = list(SHAPES) + list(COLOR_NAMES)
 
@@ -57,20 +57,16 @@ def train_classifier(out: Path, data, heldout, steps: int = 1500, batch: int = 6
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     generator = torch.Generator().manual_seed(5)
     order = batches(len(targets), batch, generator)
-    running, start = None, time.time()
+    start = time.time()
     model.train()
-    for step in range(steps):
-        set_lr(optimizer, lr_at(step, steps, 2e-3, warmup=100))
+
+    def batch_loss(step):
         idx = next(order)
         x = degrade(data.images[idx], mean, generator)
-        logits = model(pixel_values=preprocess(x)).logits
-        loss = F.binary_cross_entropy_with_logits(logits, targets[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
-        if step % 100 == 0 or step == steps - 1:
-            _log(f"classifier {step}/{steps} bce {running:.4f}")
+        loss = F.binary_cross_entropy_with_logits(model(pixel_values=preprocess(x)).logits, targets[idx])
+        return loss, float(loss)
+
+    running = fit("classifier (bce)", optimizer, steps, batch_loss, peak_lr=2e-3, warmup=100)
     model.eval()
     model.save_pretrained(folder, safe_serialization=True)
     with torch.no_grad():
@@ -105,21 +101,18 @@ def train_clip(out: Path, data, heldout, steps: int = 2500, batch: int = 128) ->
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     generator = torch.Generator().manual_seed(6)
     order = batches(len(data.scenes), batch, generator)
-    running, start = None, time.time()
+    start = time.time()
     model.train()
-    for step in range(steps):
-        set_lr(optimizer, lr_at(step, steps, 1e-3))
+
+    def batch_loss(step):
         idx = next(order).tolist()
         texts = [caption(data.scenes[i], int(rng.integers(PHRASINGS))) if rng.random() < 0.5 else partial_caption(data.scenes[i], rng) for i in idx]
         ids = tokenizer(texts, padding="max_length", max_length=wm.MAX_TOKENS, truncation=True, return_tensors="pt")
         x = degrade(data.images[idx], mean, generator, clean=0.5)
-        outputs = model(input_ids=ids.input_ids, attention_mask=ids.attention_mask, pixel_values=preprocess(x), return_loss=True)
-        optimizer.zero_grad(set_to_none=True)
-        outputs.loss.backward()
-        optimizer.step()
-        running = float(outputs.loss) if running is None else 0.98 * running + 0.02 * float(outputs.loss)
-        if step % 100 == 0 or step == steps - 1:
-            _log(f"clip {step}/{steps} contrastive {running:.4f}")
+        loss = model(input_ids=ids.input_ids, attention_mask=ids.attention_mask, pixel_values=preprocess(x), return_loss=True).loss
+        return loss, float(loss)
+
+    running = fit("clip (contrastive)", optimizer, steps, batch_loss, peak_lr=1e-3)
     model.eval()
     model.save_pretrained(folder, safe_serialization=True)
     accuracy = _clip_zero_shot(model, tokenizer, preprocess, heldout)
@@ -165,18 +158,15 @@ def train_judge(out: Path, steps: int = 3000, batch: int = 128) -> None:
     optimizer = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=0.01)
     generator = torch.Generator().manual_seed(7)
     order = batches(len(labels), batch, generator)
-    running, start = None, time.time()
+    start = time.time()
     judge.train()
-    for step in range(steps):
-        set_lr(optimizer, lr_at(step, steps, 2e-3, warmup=100))
+
+    def batch_loss(step):
         idx = next(order)
         loss = F.cross_entropy(judge(masks[idx]), labels[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        running = float(loss) if running is None else 0.98 * running + 0.02 * float(loss)
-        if step % 500 == 0 or step == steps - 1:
-            _log(f"shape judge {step}/{steps} ce {running:.4f}")
+        return loss, float(loss)
+
+    running = fit("shape judge (ce)", optimizer, steps, batch_loss, peak_lr=2e-3, warmup=100, log_every=500)
     judge.eval()
     extent = extents(data.images)
     thresholds = {}
