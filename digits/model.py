@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SteerError
+from ..safe_files import read_safetensors
 
 IMAGE_SIZE = 16
 NUM_CLASSES = 10
@@ -335,17 +336,13 @@ class PretrainedDigits:
 
 
 def _load_module(module: nn.Module, path: Path) -> dict:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     if not path.is_file():
         raise SteerError(
             f"missing digits weights {path}: reinstall the package or rebuild them with "
             f"`python -m steer.digits.train --out {path.parent}`"
         )
-    module.load_state_dict(load_file(str(path), device="cpu"), strict=True)
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
+    tensors, raw = read_safetensors(path)
+    module.load_state_dict(tensors, strict=True)
     return json.loads(raw[METADATA_KEY]) if METADATA_KEY in raw else dict(raw)
 
 

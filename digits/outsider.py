@@ -15,10 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..safe_files import read_safetensors
 from . import model as digits
 
 OUTSIDER_FILE = "outsider_judge.safetensors"
@@ -92,17 +92,13 @@ def build(out: Path) -> dict:
 
 
 def load_outsider(weights_dir: Path | None = None) -> tuple[OutsiderJudge, dict]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = (weights_dir or digits.WEIGHTS_DIR) / OUTSIDER_FILE
     if not path.is_file():
         from ..errors import SteerError
 
         raise SteerError(f"missing outsider judge {path}: rebuild it with `python -m steer.digits.outsider --out {path.parent}`")
-    tensors = load_file(str(path))
-    with safe_open(str(path), framework="pt") as f:
-        facts = json.loads(f.metadata()[digits.METADATA_KEY])
+    tensors, metadata = read_safetensors(path)
+    facts = json.loads(metadata[digits.METADATA_KEY])
     return OutsiderJudge(tensors["references"].float(), tensors["labels"]), facts
 
 

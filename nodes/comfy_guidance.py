@@ -18,12 +18,11 @@ import comfy.model_sampling
 import comfy.samplers
 import comfy.utils
 import folder_paths
-import safetensors.torch
 import torch
 
 from ..guidance.config import GuidanceConfig
 from ..errors import SteerError
-from ..safe_files import is_safetensors
+from ..safe_files import is_safetensors, read_safetensors
 from ..guidance.losses.base import Loss
 from ..guidance.noise_law import FLOW, VARIANCE_EXPLODING
 from ..guidance.sampler import sample
@@ -104,7 +103,7 @@ def make_tiny_decoder(latent_format, device: torch.device, dtype: torch.dtype):
     with _tiny_decoders_lock:
         decoder = _tiny_decoders.get(key)
         if decoder is None:
-            state = safetensors.torch.load_file(path, device="cpu")
+            state, _ = read_safetensors(path)
             with torch.inference_mode(False):
                 channels = state["1.weight"].shape[1] if "1.weight" in state else latent_format.latent_channels
                 decoder = Decoder(latent_channels=channels)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SteerError
+from ..safe_files import read_safetensors
 from .render import STRIPE_SHADE
 from .scene import COLOR_NAMES, COLORS, PLACE_CENTERS, PLACES, SHAPES, SIZES
 
@@ -172,16 +173,13 @@ def save_judges(judges: Judges, folder: Path, facts: dict) -> None:
 
 
 def load_judges(folder: str | Path) -> Judges:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(folder) / JUDGE_FILE
     if not path.is_file():
         raise SteerError(f"missing world judge {path}: rebuild it with `python -m steer.world.train --stage judge --out {Path(folder).parent}`")
     judge = ShapeJudge()
-    judge.load_state_dict(load_file(str(path)))
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["steer_world_judge"])
+    tensors, metadata = read_safetensors(path)
+    judge.load_state_dict(tensors)
+    meta = json.loads(metadata["steer_world_judge"])
     for p in judge.parameters():
         p.requires_grad_(False)
     return Judges(judge, {k: float(v) for k, v in meta["size_thresholds"].items()})

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import SteerError
+from ..safe_files import read_safetensors
 from .scene import IMAGE_SIZE
 
 MODEL_DIR = Path(__file__).resolve().parent / "weights"
@@ -236,7 +237,6 @@ class WorldModel:
 def load_world(folder: str | Path | None = None) -> WorldModel:
     """Load the world model folder (default: the committed world/weights), safetensors only."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from safetensors.torch import load_file
     from transformers import CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder) if folder is not None else MODEL_DIR
@@ -249,7 +249,7 @@ def load_world(folder: str | Path | None = None) -> WorldModel:
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True)
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     tiny = TinyDecoder()
-    tiny.load_state_dict(load_file(str(folder / "tiny_decoder" / "tiny_decoder.safetensors")))
+    tiny.load_state_dict(read_safetensors(folder / "tiny_decoder" / "tiny_decoder.safetensors")[0])
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     alphas = alphas_cumprod({k: scheduler[k] for k in SCHEDULER_CONFIG})
     frozen = [m.eval().requires_grad_(False) for m in (vae, unet, text_encoder, tiny)]
