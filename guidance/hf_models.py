@@ -76,7 +76,12 @@ class FolderContents:
             raise SteerError(f"model folder {str(path)!r} is missing {', '.join(missing)}. A guidance model folder holds {EXPECTED_FILES_TEXT}.")
         config = _read_json(path / CONFIG_FILE)
         preprocessor = _read_json(path / PREPROCESSOR_FILE)
-        return cls(path=path, kind=_kind_of(config, path), config=config, preprocessor=preprocessor)
+        kind = _kind_of(config, path)
+        if "auto_map" in config or any(isinstance(v, dict) and "auto_map" in v for v in (preprocessor, config.get("vision_config"))):
+            # Remote code is a program shipped with the weights: never run, whatever the folder asks.
+            log.warning("steer: %s asks for its own Python code (auto_map); Steer never runs it and loads the standard "
+                        "transformers class for %r instead", path, kind)
+        return cls(path=path, kind=kind, config=config, preprocessor=preprocessor)
 
     def tokenizer_files(self) -> tuple[str, ...] | None:
         for files in TOKENIZER_FILE_SETS:
@@ -148,7 +153,7 @@ class LoadedModel:
                 )
             from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True, trust_remote_code=False)
         return self._tokenizer
 
 
@@ -239,6 +244,7 @@ def _load_module(contents: FolderContents) -> torch.nn.Module:
                 str(contents.path),
                 local_files_only=True,
                 use_safetensors=True,
+                trust_remote_code=False,
                 output_loading_info=True,
             )
         except (OSError, ValueError) as error:

@@ -344,3 +344,26 @@ def test_a_model_folder_of_another_kind_is_refused(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(SteerError, match="'bert' model.*CLIP folders"):
         load_guidance_model(folder)
+
+
+def test_a_folder_asking_for_remote_code_loads_the_standard_class_and_runs_nothing(tmp_path, caplog):
+    folder = write_tiny_classifier(tmp_path / "hostile")
+    marker = tmp_path / "the_code_ran"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('pwned')\nfrom transformers import ViTForImageClassification as Evil\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.Evil", "AutoModelForImageClassification": "evil.Evil"}
+    (folder / "config.json").write_text(json.dumps(config))
+    clear_cache()
+    with caplog.at_level("WARNING", logger="steer"):
+        model = load_guidance_model(folder)
+    assert type(model.placed(torch.device("cpu"))).__name__ == "ViTForImageClassification"
+    assert not marker.exists() and "never runs it" in caplog.text
+
+
+def test_a_folder_whose_architecture_only_remote_code_knows_is_refused(tmp_path):
+    folder = write_tiny_classifier(tmp_path / "custom")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="evil_net", architectures=["EvilNet"], auto_map={"AutoModel": "evil.EvilNet"})
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SteerError, match="'evil_net' model"):
+        load_guidance_model(folder)
