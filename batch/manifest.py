@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 DONE, FAILED = "done", "failed"
+MANIFEST_NAME = "manifest.jsonl"  # in the batch's out folder
 
 
 @contextmanager

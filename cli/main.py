@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..batch.queue import add_queue_command
+from .queue import add_queue_command
 from ..benchmarks.arguments import add_digits_bench_arguments, add_guidance_bench_arguments, add_world_bench_arguments
 from ..errors import SteerError
 from .train import add_train_command

@@ -13,7 +13,8 @@ import requests
 
 from comfy_server import CHECKPOINT_NAME, REPO_ROOT
 from comfy_frontend import browser_missing_reason, chromium, fit_view, graph_to_prompt, load_workflow, open_app, prepare_user_settings
-from steer.batch.workflow import VIRTUAL_NODE_TYPES, ObjectInfo, diff_api, widget_values
+from steer.batch.ui_workflow import widget_values
+from steer.batch.workflow import VIRTUAL_NODE_TYPES, ObjectInfo, diff_api
 from workflow_files import NAMES, TEST_SIZE, api_workflow, stage_for_workflows, ui_workflow
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"

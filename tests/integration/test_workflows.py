@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import requests
 
-from steer.batch.workflow import check_api, check_ui, diff_api, ui_to_api
+from steer.batch.convert import QUEUE_EXTRA, comfy_cli_converter, convert_to_api
+from steer.batch.ui_workflow import check_ui, ui_to_api
+from steer.batch.workflow import check_api, diff_api
 from workflow_files import NAMES, NOT_RUN, TEST_SIZE, api_workflow, shrunk_for_tests, stage_for_workflows, ui_workflow
 
 pytestmark = pytest.mark.skipif(not NAMES, reason="no workflows in workflows/")
@@ -44,6 +46,14 @@ def test_api_twin_matches_the_server(name, object_info):
 def test_ui_and_api_twins_describe_the_same_graph(name, object_info):
     differences = diff_api(ui_to_api(ui_workflow(name), object_info), api_workflow(name), (f"{name}.json", f"api/{name}.json"))
     assert not differences, "the twins differ (refresh with tests/integration/build_workflows.py):\n" + "\n".join(differences)
+
+
+@pytest.mark.skipif(comfy_cli_converter() is None, reason=f"comfy-cli is not installed ({QUEUE_EXTRA})")
+@pytest.mark.parametrize("name", NAMES)
+def test_comfy_clis_converter_gives_the_same_graph_as_steers(name, object_info):
+    """steer queue converts with comfy-cli when it is installed, with ui_to_api otherwise: the same graph, exactly."""
+    workflow = ui_workflow(name)
+    assert convert_to_api(workflow, object_info, use_comfy_cli=True) == convert_to_api(workflow, object_info, use_comfy_cli=False)
 
 
 def test_the_checks_would_catch_a_renamed_input(object_info):

@@ -1,4 +1,4 @@
-"""The batch scheduler (steer.batch.queue) against stand-in ComfyUI servers on 127.0.0.1 (fake_comfy.py).
+"""The batch scheduler (steer.batch.runner) against stand-in ComfyUI servers on 127.0.0.1 (fake_comfy.py).
 
 Covers: outputs and manifest, resume, validation errors (printed per node and input, not retried),
 execution errors, spreading by queue depth, a server dropping out mid-batch, and Ctrl-C.
@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from unit.fake_comfy import SEED_NODE, FakeComfy, tiny_workflow
-from steer.batch import BatchError, Manifest, plan_jobs, run_batch
-from steer.batch.queue import BatchRunner
+from steer.batch import BatchError, BatchStatus, Manifest, plan_jobs, run_batch
+from steer.batch.runner import BatchRunner
+from steer.batch.state import Running
+from steer.cli.progress import QueueProgress
 
 FAST = {"poll_interval": 0.1, "retry_interval": 0.2}
 
@@ -199,13 +201,38 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_the_rerun_finishes(tmp_path):
 
 
 def test_the_progress_line_shows_each_running_jobs_node_progress(tmp_path):
-    runner = BatchRunner(plan_jobs(tiny_workflow(), ["noise_seed=1..3"]), ["http://127.0.0.1:9"], tmp_path, progress=True, stream=io.StringIO())
-    from steer.batch.queue import Progress, Running
-
+    runner = BatchRunner(plan_jobs(tiny_workflow(), ["noise_seed=1..3"]), ["http://127.0.0.1:9"], tmp_path, progress=False)
     server = runner.servers[0]
-    running = Running(runner.jobs[1], "p1", time.monotonic(), started=time.monotonic(), node=SEED_NODE, progress=(3, 20))
-    server.inflight["p1"] = running
+    server.inflight["p1"] = Running(runner.jobs[1], "p1", time.monotonic(), started=time.monotonic(), node=SEED_NODE, progress=(3, 20))
     server.inflight["p2"] = Running(runner.jobs[2], "p2", time.monotonic())
-    line = Progress(3, 0).status_line(1, 0, runner.servers, time.monotonic())
+    runner.summary.done = 1
+    line = QueueProgress(io.StringIO()).status_line(runner.status(), time.monotonic())
     assert line.startswith("[######..............] 1/3")
     assert "job 1: RandomNoise 3/20" in line and "job 2 queued" in line and "ETA" in line
+
+
+def test_the_queue_display_draws_one_line_on_a_terminal_and_prints_messages_above_it():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    display = QueueProgress(stream)
+    runner_status = BatchStatus(done=1, failed=0, to_run=4, servers=1)
+    display.status(runner_status)
+    display.message("job 0 done")
+    display.status(BatchStatus(done=2, failed=0, to_run=4, servers=1))
+    display.close()
+    out = stream.getvalue()
+    assert out.count("\r\x1b[K[#####...............] 1/4") == 1 and "\r\x1b[Kjob 0 done\n" in out
+    assert "\r\x1b[K[##########..........] 2/4" in out  # drawn again at once below the message
+    assert out.endswith("\r\x1b[K")  # closing erases the bar
+
+
+def test_the_queue_display_without_a_terminal_prints_a_line_per_five_percent():
+    stream = io.StringIO()
+    display = QueueProgress(stream)
+    for done in range(41):
+        display.status(BatchStatus(done=done, failed=0, to_run=40, servers=1))
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 21 and lines[-1].startswith("[" + "#" * 20 + "] 40/40")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from steer.batch.workflow import ObjectInfo, WorkflowError, check_api, check_ui, diff_api, ui_to_api
+from steer.batch.ui_workflow import check_ui, ui_to_api
+from steer.batch.workflow import ObjectInfo, WorkflowError, check_api, diff_api
 
 DATA = Path(__file__).parent / "data"
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
