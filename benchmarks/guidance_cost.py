@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import platform
@@ -37,10 +36,6 @@ from ..guidance.config import DEFAULT_PRESET, PRESETS, GuidanceConfig, TimeTrave
 from ..errors import SteerError
 from .arguments import add_guidance_bench_arguments
 from ..guidance.losses.base import Window
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURE_BUILDER = REPO_ROOT / "tests" / "fixtures" / "build_tiny_sd15.py"
-PERSONALIZE_BENCH = REPO_ROOT / "benchmarks" / "personalize_step_comfy.py"
 
 # ComfyUI's detected-config form of the SD1.5 UNet (what model_detection returns for a v1-5 checkpoint).
 SD15_UNET_CONFIG = {
@@ -96,15 +91,6 @@ MODES = {
 MEMORY_MODES = ("unguided", "through_positive", "through_positive_nockpt", "x0_vae", "x0_vae_nockpt", "x0_taesd")
 
 
-def load_script(path: Path, name: str):
-    if not path.is_file():
-        raise SteerError(f"{path} is missing: `steer bench` runs from a checkout of the Steer repository")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class NaiveAugmentedLoss:
     """The loss over `copies` augmented views, scored one view per loss call (what a straightforward
     implementation does), averaged. Steer itself batches the views through one call."""
@@ -128,7 +114,7 @@ class Bench:
         import folder_paths
 
         self.comfy_sd, self.samplers, self.mm = comfy.sd, comfy.samplers, comfy.model_management
-        fixture = load_script(FIXTURE_BUILDER, "steer_bench_random_weights")
+        from . import random_checkpoints as fixture
         import comfy as comfy_pkg
         import comfy.ldm.models.autoencoder  # noqa: F401  (the fixture builders reach these as comfy_pkg.*)
         import comfy.ldm.modules.diffusionmodules.openaimodel  # noqa: F401
@@ -384,20 +370,13 @@ def comfy_sd():
 
 
 def training_ratio(repeats: int, log) -> dict | None:
-    """AttnDreamBooth step (regularizer capture) over a plain diffusion-loss step, ComfyUI backend,
-    on the tiny test checkpoint (benchmarks/personalize_step_comfy.py)."""
-    script = load_script(PERSONALIZE_BENCH, "steer_bench_personalize")
-    from ..nodes.comfy_personalize import ComfyBackbone
+    """AttnDreamBooth's real training step (regularizer capture) over a plain diffusion-loss step,
+    ComfyUI backend, on the tiny random checkpoint (personalize_step_comfy.py)."""
+    from .personalize_step_comfy import measure_checkpoint
+    from .random_checkpoints import tiny_sd15_checkpoint
 
-    path = script.tiny_checkpoint()
-    with torch.inference_mode():
-        model, clip, vae = comfy_sd().load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True, embedding_directory=None)[:3]
-    with torch.inference_mode(False), torch.enable_grad(), ComfyBackbone(model, clip, vae) as backbone:
-        backbone.reset_token("dog")
-        for parameter in backbone.parameter_groups()["unet"].values():
-            parameter.requires_grad_(True)
-        backbone.set_gradient_checkpointing(True)
-        results = script.measure(backbone, 2, 16, repeats, None)
+    comfy_sd()  # the bench's own message when COMFYUI_PATH is missing
+    results, _, _ = measure_checkpoint(tiny_sd15_checkpoint(), batch=2, latent=16, repeats=repeats, amp=None, checkpointing=True)
     plain, capture = results["plain"], results["capture"]
     log(f"  training: plain {plain[0] * 1000:.0f} ms/step, AttnDreamBooth {capture[0] * 1000:.0f} ms/step")
     return {

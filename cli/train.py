@@ -31,13 +31,13 @@ from .progress import TerminalProgress
 from ..safe_files import SAFETENSORS_SUFFIXES, is_pickle, is_safetensors
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-DEFAULT_VIEWS = 16  # as the node
 
 
 def add_train_command(subparsers) -> argparse.ArgumentParser:
     """Adds `train` to the `steer` command's subparsers (cli.py wires it in)."""
+    from ..personalize.data import DEFAULT_VIEWS
     from ..personalize.export import DEFAULT_LORA_RANK, UNET_FORMATS
-    from ..personalize.stages import CUSTOM_FIELDS, PRESETS
+    from ..personalize.stages import CUSTOM, CUSTOM_FIELDS, PRESETS
     from ..personalize.trainer import PRECISIONS
 
     parser = subparsers.add_parser(
@@ -50,7 +50,7 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--category", required=True, help="the subject's category, a plain word such as dog, doll or backpack")
     parser.add_argument("--name", required=True, help="concept name: file name and prompt word (embedding:<name>); letters, digits, _ and -")
     parser.add_argument("--model", required=True, help="a diffusers model folder, or a single-file SD1.x/SD2.x checkpoint (needs COMFYUI_PATH)")
-    parser.add_argument("--preset", choices=[*PRESETS, "custom"], default="official", help="official (the paper), fast (stage 3: 200 steps), or custom with --set")
+    parser.add_argument("--preset", choices=[*PRESETS, CUSTOM], default="official", help="official (the paper), fast (stage 3: 200 steps), or custom with --set")
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE",
         help=f"a custom-plan number (implies --preset custom), e.g. --set unet_steps=300 --set resolution=768. Names: {', '.join(CUSTOM_FIELDS)}",
@@ -110,19 +110,12 @@ def parse_numbers(pairs: list[str]) -> dict:
     return numbers
 
 
-def build_plan(args):
-    from dataclasses import replace
-
-    from ..personalize.stages import custom_plan, preset
+def plan_of(args):
+    """The TrainingPlan the arguments ask for; any --set makes it a custom plan."""
+    from ..personalize.stages import CUSTOM, build_plan
 
     numbers = parse_numbers(args.set)
-    if numbers or args.preset == "custom":
-        plan = custom_plan(**numbers)
-    else:
-        plan = preset(args.preset)
-    if args.gradient_accumulation != 1:
-        plan = replace(plan, stages=tuple(replace(stage, gradient_accumulation=args.gradient_accumulation) for stage in plan.stages))
-    return plan
+    return build_plan(CUSTOM if numbers else args.preset, args.gradient_accumulation, numbers)
 
 
 def _cache_dir() -> Path:
@@ -193,7 +186,7 @@ def run_train(args) -> None:
 
     name = validate_concept_name(args.name)
     category = validate_category(args.category)
-    plan = build_plan(args)
+    plan = plan_of(args)
     options = RuntimeOptions(precision=args.precision, gradient_checkpointing=not args.no_gradient_checkpointing)
     embeddings = Path(args.out_embeddings) if args.out_embeddings else _default_out("embeddings")
     loras = Path(args.out_loras) if args.out_loras else _default_out("loras")

@@ -50,9 +50,10 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 from ..errors import SteerError
 from ..personalize.backbone import EncodedPrompt
 from ..personalize.latent_cache import DEFAULT_BUDGET_BYTES, LatentCache, sample_latents
-from ..personalize.regularizer import AttentionCapture
+from ..personalize.prompt import category_token_id, check_prompt_length, split_at_placeholder
+from ..personalize.regularizer import AttentionCapture, capturing_attention, merge_heads, split_heads
 from ..personalize.schedule import NoiseSchedule
-from ..personalize.stages import CONCEPT_PLACEHOLDER, CROSS_ATTENTION, TOKEN, UNET
+from ..personalize.stages import CROSS_ATTENTION, TOKEN, UNET
 from ..guidance.checkpointing import checkpointed
 from ..patching import AttributePatch
 from .comfy_common import differentiable_clone, out_of_place_clip_layers, unet_checkpoint_blocks
@@ -167,20 +168,13 @@ def noise_schedule_of(model_sampling) -> NoiseSchedule:
 
 def capturing_attn2(capture: AttentionCapture):
     """An attn2 replace patch: attention with explicit float32 softmax probabilities, handed to
-    `capture` as (batch, heads, pixels, tokens). The block applies to_q/to_k/to_v before and
-    to_out after, so this is the whole of ComfyUI's optimized_attention for cross-attention."""
+    `capture` (personalize.regularizer.capturing_attention). The block applies to_q/to_k/to_v before
+    and to_out after, so this is the whole of ComfyUI's optimized_attention for cross-attention."""
 
     def attn2(q, k, v, extra_options):
         heads = extra_options["n_heads"]
-        batch, _, inner = q.shape
-        head_dim = inner // heads
-        qh, kh, vh = (t.view(batch, -1, heads, head_dim).transpose(1, 2) for t in (q, k, v))
-        with torch.autocast(q.device.type, enabled=False):  # scores and softmax in float32 even under autocast
-            scores = torch.matmul(qh.float(), kh.float().transpose(-1, -2)) * head_dim**-0.5
-            probabilities = scores.softmax(dim=-1)
-            capture.record(probabilities)
-            out = torch.matmul(probabilities.to(vh.dtype), vh)
-        return out.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(q.dtype)
+        qh, kh, vh = (split_heads(t, heads) for t in (q, k, v))
+        return merge_heads(capturing_attention(qh, kh, vh, capture, (q.shape[-1] // heads) ** -0.5)).to(q.dtype)
 
     return attn2
 
@@ -366,11 +360,8 @@ class ComfyBackbone:
         return self._groups
 
     def reset_token(self, category: str) -> None:
-        ids = self._word_ids(category)
-        if not ids:
-            raise SteerError(f"the category {category!r} has no tokens; name the subject's category with a word such as 'dog'")
         with torch.no_grad():
-            row = self._text_encoder.transformer.get_input_embeddings().weight[ids[0]]
+            row = self._text_encoder.transformer.get_input_embeddings().weight[category_token_id(category, self._word_ids)]
             self.token.copy_(row.to(self.token.device, torch.float32))
 
     def token_embedding(self) -> torch.Tensor:
@@ -406,19 +397,12 @@ class ComfyBackbone:
     def prompt_tokens(self, prompt: str) -> tuple[list[tuple], int]:
         """ComfyUI's token list for a prompt with one [V]: (token, weight) pairs, [V] being
         (self.token, 1.0), padded like SDTokenizer does; and [V]'s position."""
-        if prompt.count(CONCEPT_PLACEHOLDER) != 1:
-            raise ValueError(f"the prompt needs exactly one {CONCEPT_PLACEHOLDER}: {prompt!r}")
-        before, after = (part.strip() for part in prompt.split(CONCEPT_PLACEHOLDER))
-        before_ids = self._word_ids(before) if before else []
-        after_ids = self._word_ids(after) if after else []
-        if not after_ids:
-            raise SteerError("the training prompt must continue after the new token with the category word")
+        before_ids, after_ids = split_at_placeholder(prompt, self._word_ids)
         tokenizer = self._tokenizer
         head = [tokenizer.start_token] if tokenizer.start_token is not None else []
         tail = [tokenizer.end_token] if tokenizer.end_token is not None else []
         tokens = [(t, 1.0) for t in head + before_ids] + [(self.token, 1.0)] + [(t, 1.0) for t in after_ids + tail]
-        if len(tokens) > tokenizer.max_length:
-            raise SteerError(f"the training prompt is {len(tokens)} tokens long; the text encoder takes {tokenizer.max_length}. Use a shorter category")
+        check_prompt_length(len(tokens), tokenizer.max_length)
         tokens += [(tokenizer.pad_token, 1.0)] * (tokenizer.max_length - len(tokens))
         return tokens, len(head) + len(before_ids)
 

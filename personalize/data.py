@@ -34,6 +34,9 @@ from ..errors import SteerError
 MIN_IMAGES = 3
 MAX_IMAGES = 20
 MAX_VIEWS_PER_IMAGE = 1024
+# The front ends' default pool size (the node's augmented_views, `steer train --augmented-views`):
+# 16 views per photo vary the batches well while the VAE runs only 16·N times in all.
+DEFAULT_VIEWS = 16
 
 
 @dataclass(frozen=True)

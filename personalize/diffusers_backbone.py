@@ -23,9 +23,10 @@ from ..errors import SteerError
 from .backbone import EncodedPrompt
 from .latent_cache import LatentCache, sample_latents
 from .ldm_names import diffusers_to_ldm_names
-from .regularizer import AttentionCapture
+from .prompt import category_token_id, check_prompt_length, split_at_placeholder
+from .regularizer import AttentionCapture, capturing_attention, merge_heads, split_heads
 from .schedule import NoiseSchedule
-from .stages import CONCEPT_PLACEHOLDER, CROSS_ATTENTION, TOKEN, UNET
+from .stages import CROSS_ATTENTION, TOKEN, UNET
 
 # ComfyUI's embedding-file key per token width (comfy/sd1_clip.py, text_encoders/sd2_clip.py).
 EMBEDDING_KEYS = {768: "clip_l", 1024: "clip_h"}
@@ -35,8 +36,7 @@ class CapturingCrossAttnProcessor:
     """Cross-attention with explicit softmax probabilities, handed to an AttentionCapture.
 
     Same maths as diffusers' AttnProcessor2_0 except that softmax(QKᵀ·scale) is materialised
-    (in float32, as the official hook's plain attention does at fp32) so the [V] and category
-    columns can be kept in the graph. Cross-attention has only 77 keys, so this costs little.
+    (regularizer.capturing_attention, float32) so the [V] and category columns can be kept in the graph.
     """
 
     def __init__(self, capture: AttentionCapture):
@@ -62,27 +62,13 @@ class CapturingCrossAttnProcessor:
         query = attn.to_q(hidden_states)
         if attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        query, key, value = (split_heads(t, attn.heads) for t in (query, attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)))
         if attn.norm_q is not None:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        with torch.autocast(query.device.type, enabled=False):  # scores and softmax in float32 even under autocast
-            scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale
-            if attention_mask is not None:
-                scores = scores + attention_mask.float()
-            probabilities = scores.softmax(dim=-1)  # (batch, heads, pixels, tokens)
-            self.capture.record(probabilities)
-            hidden_states = torch.matmul(probabilities.to(value.dtype), value)
-
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+        hidden_states = merge_heads(capturing_attention(query, key, value, self.capture, attn.scale, attention_mask)).to(query.dtype)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
         if input_ndim == 4:
@@ -161,11 +147,8 @@ class DiffusersBackbone:
         return self._groups
 
     def reset_token(self, category: str) -> None:
-        ids = self._word_ids(category)
-        if not ids:
-            raise SteerError(f"the category {category!r} has no tokens; name the subject's category with a word such as 'dog'")
         with torch.no_grad():
-            row = self.text_encoder.get_input_embeddings().weight[ids[0]]
+            row = self.text_encoder.get_input_embeddings().weight[category_token_id(category, self._word_ids)]
             self.token.copy_(row.float())
 
     def token_embedding(self) -> torch.Tensor:
@@ -197,17 +180,11 @@ class DiffusersBackbone:
         return min(length, positions) if 0 < length else positions
 
     def encode_prompt(self, prompt: str) -> EncodedPrompt:
-        if prompt.count(CONCEPT_PLACEHOLDER) != 1:
-            raise ValueError(f"the prompt needs exactly one {CONCEPT_PLACEHOLDER}: {prompt!r}")
-        before, after = (part.strip() for part in prompt.split(CONCEPT_PLACEHOLDER))
-        before_ids, after_ids = self._word_ids(before) if before else [], self._word_ids(after) if after else []
-        if not after_ids:
-            raise SteerError("the training prompt must continue after the new token with the category word")
+        before_ids, after_ids = split_at_placeholder(prompt, self._word_ids)
         # The slot's id is irrelevant (the hook overwrites its embedding); the category's keeps it in-vocabulary.
         ids = [self.tokenizer.bos_token_id, *before_ids, after_ids[0], *after_ids, self.tokenizer.eos_token_id]
         max_length = self._max_length()
-        if len(ids) > max_length:
-            raise SteerError(f"the training prompt is {len(ids)} tokens long; the text encoder takes {max_length}. Use a shorter category")
+        check_prompt_length(len(ids), max_length)
         ids += [self.tokenizer.pad_token_id] * (max_length - len(ids))
         token_index = 1 + len(before_ids)
 

@@ -22,6 +22,32 @@ import torch
 from .stages import RegularizerWeights
 
 
+def split_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, tokens, heads·dim) -> (batch, heads, tokens, dim)"""
+    batch, _, inner = tensor.shape
+    return tensor.view(batch, -1, heads, inner // heads).transpose(1, 2)
+
+
+def merge_heads(tensor: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, tokens, dim) -> (batch, tokens, heads·dim)"""
+    batch, heads, _, head_dim = tensor.shape
+    return tensor.transpose(1, 2).reshape(batch, -1, heads * head_dim)
+
+
+def capturing_attention(query, key, value, capture: "AttentionCapture", scale: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(QKᵀ·scale [+ mask])·V over (batch, heads, tokens, dim) tensors, with the probabilities
+    made explicit, in float32 even under autocast (as the official hook's plain attention at fp32),
+    and handed to `capture.record` as (batch, heads, pixels, tokens). The result has value's dtype.
+    Both backbones' attn2 run through this; cross-attention has only 77 keys, so it costs little."""
+    with torch.autocast(query.device.type, enabled=False):
+        scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale
+        if mask is not None:
+            scores = scores + mask.float()
+        probabilities = scores.softmax(dim=-1)
+        capture.record(probabilities)
+        return torch.matmul(probabilities.to(value.dtype), value)
+
+
 class AttentionCapture:
     """Collects cross-attention probabilities for the [V] and category positions.
 

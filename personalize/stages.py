@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Mapping
 
 from ..errors import SteerError
 
@@ -149,6 +150,7 @@ FAST = replace(
 )
 
 PRESETS: dict[str, TrainingPlan] = {plan.name: plan for plan in (OFFICIAL, FAST)}
+CUSTOM = "custom"  # the preset choice that means "these numbers" (custom_plan)
 
 # Flat names of every number a "custom" plan exposes, e.g. "unet_learning_rate".
 _STAGE_NUMBERS = ("steps", "learning_rate", "batch_size", "gradient_accumulation", "weight_decay")
@@ -181,6 +183,21 @@ def custom_plan(base: TrainingPlan = OFFICIAL, **numbers) -> TrainingPlan:
         stages.append(replace(stage, **changes))
     resolution = numbers.get("resolution", base.resolution)
     return replace(base, name="custom", stages=tuple(stages), resolution=resolution)
+
+
+def build_plan(preset_name: str, gradient_accumulation: int = 1, numbers: Mapping[str, float] | None = None) -> TrainingPlan:
+    """The plan a front end (the node, `steer train`) asks for: a preset, or CUSTOM with any of
+    CUSTOM_FIELDS in `numbers` (the official value for the others). `gradient_accumulation` applies
+    to every stage: it splits each batch into micro-batches and changes only memory, never the result."""
+    if preset_name == CUSTOM:
+        plan = custom_plan(**(numbers or {}))
+    elif preset_name in PRESETS:
+        plan = PRESETS[preset_name]
+    else:
+        raise SteerError(f"unknown preset {preset_name!r}; choose one of {(*PRESETS, CUSTOM)}")
+    if gradient_accumulation != 1:
+        plan = replace(plan, stages=tuple(replace(stage, gradient_accumulation=gradient_accumulation) for stage in plan.stages))
+    return plan
 
 
 def plan_from_dict(data: dict) -> TrainingPlan:

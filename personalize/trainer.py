@@ -1,33 +1,26 @@
-"""Runs a TrainingPlan's three stages over any Backbone.
-
-Per step (official train_attndreambooth.py): a batch of augmented photos -> latents -> x_t at
-t ~ U{0..T-1} -> model output -> MSE against ε (or v) + the cross-attention regularizer ->
-AdamW step with a constant learning rate, no gradient clipping. Only the stage's parameter
-group is trainable; everything else is frozen and stays bit-identical.
+"""Runs a TrainingPlan's three stages over any Backbone, one training_step.TrainingStep at a time.
+Only the stage's parameter group is trainable; everything else is frozen and stays bit-identical.
 
 Reproducible and resumable: every random draw of step k comes from generators seeded by
 (seed, stage, step, sample), so a resumed run replays the same batches, and the checkpoint
-restores the weights and AdamW moments exactly.
+(a CheckpointStore the caller names for this run) restores the weights and AdamW moments exactly.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import SteerError
 from .backbone import Backbone
 from .checkpoint import CheckpointStore, TrainingState
-from .data import TrainingImages, image_order, mix_seed, sample_generator
-from .regularizer import AttentionCapture, attention_regularizer
-from .stages import PARAMETER_GROUPS, TOKEN, StageConfig, TrainingPlan
+from .data import TrainingImages
+from .stages import PARAMETER_GROUPS, TrainingPlan
+from .training_step import TrainingStep, step_batch, trainable_group
 
 # progress(stage_name, completed_step, stage_steps, loss); raising from it cancels cleanly.
 ProgressCallback = Callable[[str, int, int, float], None]
@@ -96,10 +89,12 @@ def train(
     plan: TrainingPlan,
     seed: int,
     *,
-    checkpoint_folder: str | Path | None = None,
+    store: CheckpointStore | None = None,
     progress: ProgressCallback | None = None,
     options: RuntimeOptions = RuntimeOptions(),
 ) -> TrainingResult:
+    """Train the plan's stages, resuming from `store` (this run's checkpoints, whose fingerprint is
+    run_fingerprint of these inputs) when it holds a checkpoint; without a store nothing is saved."""
     category = validate_category(category)
     if images.resolution != plan.resolution:
         raise ValueError(f"images prepared at {images.resolution} px, plan trains at {plan.resolution} px")
@@ -107,7 +102,6 @@ def train(
     if set(groups) != set(PARAMETER_GROUPS):
         raise TypeError(f"backbone parameter groups are {sorted(groups)}, expected {PARAMETER_GROUPS}")
 
-    store = CheckpointStore(checkpoint_folder, run_fingerprint(backbone, images, category, plan, seed)) if checkpoint_folder else None
     state = store.load() if store else None
     resumed_at = None
     backbone.reset_token(category)
@@ -153,33 +147,21 @@ class _StageRunner:
     def stage(self, stage_index: int) -> None:
         stage = self.plan.stages[stage_index]
         start = self.state.step if stage_index == self.state.stage_index else 0
-        trainable = self._freeze_all_but(stage.parameter_group)
+        trainable = trainable_group(self.backbone, stage.parameter_group)
         if stage.steps == 0:  # a custom plan may skip a stage
             self._save(stage_index + 1, 0, None, None, trainable)
             return
-        optimizer = torch.optim.AdamW(
-            list(trainable.values()),
-            lr=stage.learning_rate,
-            betas=stage.adam_betas,
-            eps=stage.adam_epsilon,
-            weight_decay=stage.weight_decay,
-        )
-        scaler = torch.amp.GradScaler(self.backbone.device.type, enabled=self.autocast_dtype == torch.float16)
+        run_step = TrainingStep.for_stage(self.backbone, stage, trainable, self.prompt, self.autocast_dtype)
+        optimizer, scaler = run_step.optimizer, run_step.scaler
         if start > 0 and self.state.optimizer:
             _restore_optimizer(optimizer, trainable, self.state)
             if self.state.grad_scaler and scaler.is_enabled():
                 scaler.load_state_dict(self.state.grad_scaler)
 
-        capture = AttentionCapture() if stage.regularizer.enabled else None
-        frozen_prompt = None
-        if stage.parameter_group != TOKEN:  # the text side is constant: encode once
-            with torch.no_grad():
-                frozen_prompt = self.backbone.encode_prompt(self.prompt)
-
-        with self.backbone.attention_capture(capture) if capture else nullcontext():
+        with run_step.attention_capture():
             for step in range(start, stage.steps):
                 began = time.perf_counter()
-                losses = self._step(stage_index, stage, step, optimizer, scaler, capture, frozen_prompt)
+                losses = run_step(step_batch(self.images, self.plan.image_repeats, self.seed, stage_index, step, stage.batch_size), step + 1)
                 self.state.seconds += time.perf_counter() - began
                 self.state.history.append({"stage": stage.name, "step": step + 1, **losses})
                 if self.options.checkpoint_every and (step + 1) % self.options.checkpoint_every == 0 and step + 1 < stage.steps:
@@ -191,59 +173,6 @@ class _StageRunner:
                         self._save(stage_index, step + 1, optimizer, scaler, trainable)
                         raise
         self._save(stage_index + 1, 0, None, None, trainable)
-
-    def _freeze_all_but(self, group: str) -> dict[str, torch.nn.Parameter]:
-        for parameters in self.groups.values():
-            for parameter in parameters.values():
-                parameter.requires_grad_(False)
-        trainable = dict(self.groups[group])
-        for name, parameter in trainable.items():
-            if parameter.dtype != torch.float32:
-                raise TypeError(f"trainable parameter {group}/{name} is {parameter.dtype}; backbones keep trainable weights in float32")
-            parameter.requires_grad_(True)
-        return trainable
-
-    def _step(self, stage_index, stage: StageConfig, step, optimizer, scaler, capture, frozen_prompt) -> dict[str, float]:
-        backbone, device = self.backbone, self.backbone.device
-        batch, micro = stage.batch_size, stage.micro_batch_size
-        positions = range(step * batch, (step + 1) * batch)
-        photo_indices = image_order(len(self.images), self.plan.image_repeats, mix_seed(self.seed, stage_index), positions)
-        generators = [sample_generator(self.seed, stage_index, step, sample) for sample in range(batch)]
-        pixels = torch.stack([self.images.sample(index, generator) for index, generator in zip(photo_indices, generators)])
-
-        optimizer.zero_grad(set_to_none=True)
-        diffusion_total = regularizer_total = 0.0
-        for first in range(0, batch, micro):
-            part = slice(first, first + micro)
-            part_generators = generators[part]
-            latents = backbone.encode_images(pixels[part], part_generators)
-            noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in part_generators]).to(device)
-            timesteps = torch.cat([torch.randint(0, backbone.schedule.num_timesteps, (1,), generator=g) for g in part_generators])
-            noisy = backbone.schedule.add_noise(latents, noise, timesteps)
-            target = backbone.schedule.target(latents, noise, timesteps)
-
-            with torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
-                prompt = frozen_prompt if frozen_prompt is not None else backbone.encode_prompt(self.prompt)
-                text = prompt.embeddings.expand(latents.shape[0], -1, -1)
-                recording = capture.recording(prompt.token_index, prompt.category_index) if capture else nullcontext([])
-                with recording as maps:
-                    prediction = backbone.predict_noise(noisy, timesteps.to(device), text)
-            # MSE is a mean over the batch: each micro-batch carries its share. The regularizer
-            # is a sum over the batch: each micro-batch adds its items in full.
-            diffusion = F.mse_loss(prediction.float(), target.float()) * (micro / batch)
-            regularizer = attention_regularizer(maps, stage.regularizer) if capture else diffusion.new_zeros(())
-            loss = diffusion + regularizer
-            if not torch.isfinite(loss):
-                raise SteerError(
-                    f"the loss became {loss.item()} at {stage.name} step {step + 1}; lower that stage's learning rate "
-                    f"or use precision 'fp32'/'bf16' instead of 'fp16'"
-                )
-            scaler.scale(loss).backward()
-            diffusion_total += diffusion.item()
-            regularizer_total += regularizer.item()
-        scaler.step(optimizer)
-        scaler.update()
-        return {"loss": diffusion_total + regularizer_total, "diffusion": diffusion_total, "regularizer": regularizer_total}
 
     def _save(self, stage_index, step, optimizer, scaler, trainable) -> None:
         if self.store is None:

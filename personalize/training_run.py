@@ -18,9 +18,9 @@ from typing import Callable, Sequence
 from ..errors import SteerError
 from .checkpoint import CheckpointStore
 from .data import TrainingImages
-from .export import DEFAULT_LORA_RANK, Concept, ConceptPaths, concept_from_backbone, write_concept
+from .export import Concept, ConceptPaths, concept_from_backbone, write_concept
 from .stages import TrainingPlan
-from .trainer import ProgressCallback, RuntimeOptions, TrainingResult, run_fingerprint, train
+from .trainer import ProgressCallback, RuntimeOptions, TrainingResult, run_fingerprint, train, validate_category
 
 log = logging.getLogger("steer")
 
@@ -102,16 +102,16 @@ def train_concept(
     """Train (resuming from this run's checkpoint if there is one) and collect the concept.
     `progress(done_steps, total_steps, loss)` is called after every step; raising from it stops
     training cleanly with a checkpoint (that is how Cancel and Ctrl-C work)."""
+    category = validate_category(category)
     fingerprint = run_fingerprint(backbone, images, category, plan, seed)
-    folder = checkpoint_folder(checkpoint_root, name, fingerprint)
-    store = CheckpointStore(folder, fingerprint)
+    store = CheckpointStore(checkpoint_folder(checkpoint_root, name, fingerprint), fingerprint)
     offsets, total = stage_offsets(plan), plan.total_steps
     resumed_from = None
     position = store.position()
     if position is not None:
         stage_index, step = position
         resumed_from = offsets[plan.stages[stage_index].name] + step if stage_index < len(plan.stages) else total
-        log.info(f"Steer AttnDreamBooth: resuming '{name}' from its checkpoint at step {resumed_from}/{total} ({folder})")
+        log.info(f"Steer AttnDreamBooth: resuming '{name}' from its checkpoint at step {resumed_from}/{total} ({store.folder})")
         if progress is not None:
             progress(resumed_from, total, float("nan"))
 
@@ -119,26 +119,17 @@ def train_concept(
         progress(offsets[stage_name] + step, total, loss)
 
     on_step: ProgressCallback | None = report if progress is not None else None
-    result = train(backbone, images, category, plan, seed, checkpoint_folder=folder, progress=on_step, options=options)
+    result = train(backbone, images, category, plan, seed, store=store, progress=on_step, options=options)
     concept = concept_from_backbone(backbone, result, base_model=base_model)
     concept.metadata.update({"images": len(images), "augmented_views": images.views_per_image, "precision": options.precision})
     concept.metadata.update(metadata or {})
     return TrainedConcept(concept, result, store, resumed_from)
 
 
-def save_concept(
-    trained: TrainedConcept,
-    name: str,
-    embeddings_folder: str | Path,
-    loras_folder: str | Path,
-    *,
-    unet_format: str = "lora",
-    rank: int = DEFAULT_LORA_RANK,
-    overwrite: bool = False,
-    device=None,
-) -> ConceptPaths:
-    """Write the three files (all or none), then drop the run's checkpoints."""
-    paths = write_concept(trained.concept, name, embeddings_folder, loras_folder, unet_format=unet_format, rank=rank, overwrite=overwrite, device=device)
+def save_concept(trained: TrainedConcept, name: str, embeddings_folder: str | Path, loras_folder: str | Path, **write_options) -> ConceptPaths:
+    """Write the three files (all or none; `write_options` as export.write_concept takes them:
+    unet_format, rank, overwrite, device...), then drop the run's checkpoints."""
+    paths = write_concept(trained.concept, name, embeddings_folder, loras_folder, **write_options)
     trained.store.clear()
     shutil.rmtree(trained.store.folder, ignore_errors=True)
     log.info(f"Steer AttnDreamBooth: saved '{name}' ({paths.embedding}, {paths.unet}, {paths.metadata}) after {trained.result.seconds:.0f} s of training")

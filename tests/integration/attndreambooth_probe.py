@@ -44,12 +44,13 @@ from comfy.text_encoders import sd2_clip  # noqa: E402
 
 from steer.errors import SteerError  # noqa: E402
 from steer.nodes.comfy_personalize import ComfyBackbone  # noqa: E402
+from steer.personalize.checkpoint import CheckpointStore  # noqa: E402
 from steer.personalize.data import TrainingImages  # noqa: E402
 from steer.personalize.diffusers_backbone import DiffusersBackbone  # noqa: E402
 from steer.personalize.ldm_names import diffusers_to_ldm_names  # noqa: E402
 from steer.personalize.regularizer import AttentionCapture, attention_regularizer  # noqa: E402
 from steer.personalize.stages import RegularizerWeights, custom_plan  # noqa: E402
-from steer.personalize.trainer import RuntimeOptions, train  # noqa: E402
+from steer.personalize.trainer import RuntimeOptions, run_fingerprint, train  # noqa: E402
 
 TOKENIZER_PATH = os.path.join(COMFYUI_PATH, "comfy", "sd1_tokenizer")
 WIDTH = 32
@@ -331,7 +332,8 @@ def errors():
         try:
             with backbone:
                 during = {"clip_layers_patched": all("forward" in layer.__dict__ for layer in layers)}
-                train(backbone, images, "dog", plan, seed=0, progress=stop_in_stage_3, checkpoint_folder=tempfile.mkdtemp())
+                store = CheckpointStore(tempfile.mkdtemp(), run_fingerprint(backbone, images, "dog", plan, 0))  # saves on the stop too
+                train(backbone, images, "dog", plan, seed=0, progress=stop_in_stage_3, store=store)
         except Stop:
             report["stopped"] = True
     report.update(during)

@@ -10,22 +10,17 @@
 """
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 from comfy_server import CHECKPOINT_NAME, run_script
 
+from steer.benchmarks.random_checkpoints import cached_model
+
 PROBE_SCRIPT = Path(__file__).with_name("clip_vision_probe.py")
 CLIP_VISION_FIXTURE_VERSION = "1"
 CLIP_VISION_NAME = "steer_test_vitl_random.safetensors"  # its name in the test server's models/clip_vision
 TINY_CLIP_FOLDER = "tiny-clip"  # in the test server's models/steer
-
-
-def cache_dir() -> Path:
-    if "STEER_TEST_CACHE" in os.environ:
-        return Path(os.environ["STEER_TEST_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "steer-tests"
 
 
 def run_clip_vision_probe(command: str, path: Path, timeout: float) -> subprocess.CompletedProcess:
@@ -34,17 +29,8 @@ def run_clip_vision_probe(command: str, path: Path, timeout: float) -> subproces
 
 def cached_clip_vision_file() -> Path:
     """A ViT-L/14 CLIP vision file with random weights (~600 MB), built once and cached."""
-    from filelock import FileLock
-
-    directory = cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"clip_vision_vitl_random-v{CLIP_VISION_FIXTURE_VERSION}.safetensors"
-    with FileLock(str(directory / "clip_vision_vitl.lock")):
-        if not path.exists():
-            partial = path.with_name(path.name + ".partial")
-            run_clip_vision_probe("build", partial, timeout=900)
-            os.replace(partial, path)
-    return path
+    filename = f"clip_vision_vitl_random-v{CLIP_VISION_FIXTURE_VERSION}.safetensors"
+    return cached_model(filename, "clip_vision_vitl.lock", lambda partial: run_clip_vision_probe("build", partial, timeout=900))
 
 
 def stage_tiny_clip(models_dir: Path) -> str:

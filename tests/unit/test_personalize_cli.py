@@ -13,17 +13,11 @@ from steer.cli import train as cli_train
 from steer.cli.progress import TerminalProgress
 from steer.cli.train import add_train_command, main, parse_numbers
 
-from unit.tiny_sd import one_torch_thread, tiny_components, tiny_photos, write_tokenizer_files
+from unit.tiny_sd import single_thread, tiny_components, tiny_photos, write_tokenizer_files  # noqa: F401 (single_thread: pytest fixtures)
 
 TINY_PLAN = ["--set", "token_steps=2", "--set", "cross_attention_steps=1", "--set", "unet_steps=1",
              "--set", "token_batch_size=2", "--set", "cross_attention_batch_size=2", "--set", "unet_batch_size=2",
              "--set", "resolution=16"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

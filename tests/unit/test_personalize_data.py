@@ -13,13 +13,7 @@ from steer.personalize.data import (
     sample_generator,
 )
 
-from unit.tiny_sd import one_torch_thread, tiny_photos
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    with one_torch_thread():
-        yield
+from unit.tiny_sd import single_thread, tiny_photos  # noqa: F401 (single_thread: pytest fixtures)
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 21])

@@ -12,13 +12,7 @@ from steer.personalize.ldm_names import diffusers_to_ldm_names
 from steer.personalize.stages import custom_plan
 from steer.personalize.trainer import RuntimeOptions, train
 
-from unit.tiny_sd import RESOLUTION, one_torch_thread, tiny_backbone, tiny_photos, write_tokenizer_files
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    with one_torch_thread():
-        yield
+from unit.tiny_sd import RESOLUTION, single_thread, tiny_backbone, tiny_photos, write_tokenizer_files  # noqa: F401 (single_thread: pytest fixtures)
 
 
 def deltas():

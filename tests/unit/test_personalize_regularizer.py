@@ -4,18 +4,7 @@ import torch
 from steer.personalize.regularizer import AttentionCapture, attention_regularizer, token_statistics
 from steer.personalize.stages import RegularizerWeights
 
-from unit.tiny_sd import one_torch_thread, tiny_backbone, write_tokenizer_files
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def tokenizer_folder(tmp_path_factory):
-    return write_tokenizer_files(tmp_path_factory.mktemp("tokenizer"))
+from unit.tiny_sd import single_thread, tiny_backbone, tokenizer_folder  # noqa: F401 (single_thread, tokenizer_folder: pytest fixtures)
 
 
 def direct_regularizer(layer_maps, mean_weight, variance_weight):
@@ -92,18 +81,26 @@ def test_capture_is_on_every_attn2_layer_only_and_does_not_change_the_prediction
     assert {tuple(m.shape) for m in maps} == {(2, 2, 64, 2), (2, 2, 16, 2)}  # (batch, heads, pixels, [V] and category)
 
 
+def backward_through_capture(backbone, latent_seed, timesteps, loss_of):
+    """One prediction of the tiny backbone with the attn2 capture on, the prompt encoded inside (so
+    the token is in the graph), and loss_of(prediction, maps) back-propagated while the capture is
+    still installed (gradient checkpointing recomputes there, outside the recording block)."""
+    capture = AttentionCapture()
+    with backbone.attention_capture(capture):
+        prompt = backbone.encode_prompt("a photo of a [V] dog")
+        latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(latent_seed))
+        with capture.recording(prompt.token_index, prompt.category_index) as maps:
+            prediction = backbone.predict_noise(latents, torch.tensor(timesteps), prompt.embeddings.expand(2, -1, -1))
+        loss = loss_of(prediction, maps)
+        loss.backward()
+    return loss, maps
+
+
 def test_regularizer_gradient_reaches_the_token_embedding_in_stage_one(tokenizer_folder):
     backbone = tiny_backbone(tokenizer_folder)
     backbone.reset_token("dog")
     backbone.token.requires_grad_(True)
-    capture = AttentionCapture()
-    with backbone.attention_capture(capture):
-        prompt = backbone.encode_prompt("a photo of a [V] dog")
-        latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(2))
-        with capture.recording(prompt.token_index, prompt.category_index) as maps:
-            backbone.predict_noise(latents, torch.tensor([100, 900]), prompt.embeddings.expand(2, -1, -1))
-    regularizer = attention_regularizer(maps, RegularizerWeights(0.1, 0.0))
-    regularizer.backward()
+    regularizer, _ = backward_through_capture(backbone, 2, [100, 900], lambda prediction, maps: attention_regularizer(maps, RegularizerWeights(0.1, 0.0)))
     assert regularizer.item() > 0
     assert backbone.token.grad is not None and backbone.token.grad.abs().sum() > 0
     assert all(parameter.grad is None for parameter in backbone.unet.parameters())
@@ -118,14 +115,9 @@ def test_gradient_checkpointing_gives_the_same_gradients_with_capture(tokenizer_
         for parameter in trainable.values():
             parameter.requires_grad_(True)
         backbone.token.requires_grad_(True)
-        capture = AttentionCapture()
-        with backbone.attention_capture(capture):
-            prompt = backbone.encode_prompt("a photo of a [V] dog")
-            latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
-            with capture.recording(prompt.token_index, prompt.category_index) as maps:
-                prediction = backbone.predict_noise(latents, torch.tensor([5, 500]), prompt.embeddings.expand(2, -1, -1))
-            loss = prediction.square().mean() + attention_regularizer(maps, RegularizerWeights(2.0, 5.0))
-            loss.backward()  # recomputation happens here, outside the recording block
+        _, maps = backward_through_capture(
+            backbone, 3, [5, 500], lambda prediction, maps: prediction.square().mean() + attention_regularizer(maps, RegularizerWeights(2.0, 5.0))
+        )
         assert len(maps) == 7
         return [backbone.token.grad] + [parameter.grad for parameter in trainable.values()]
 

@@ -3,13 +3,16 @@ import dataclasses
 import pytest
 
 from steer.errors import SteerError
+from steer.personalize.prompt import category_token_id, check_prompt_length, split_at_placeholder
 from steer.personalize.stages import (
+    CUSTOM,
     CUSTOM_FIELDS,
     FAST,
     OFFICIAL,
     PRESETS,
     RegularizerWeights,
     StageConfig,
+    build_plan,
     custom_plan,
     plan_from_dict,
     preset,
@@ -94,3 +97,34 @@ def test_a_plan_keeps_the_three_stages_in_order():
     with pytest.raises(SteerError, match="directly follow"):
         dataclasses.replace(OFFICIAL, prompt_template="a [V] photo of a {category}")
     assert isinstance(OFFICIAL.stages[0], StageConfig)
+
+
+def test_build_plan_is_a_preset_or_the_custom_numbers_with_accumulation_on_every_stage():
+    assert build_plan("fast") is FAST
+    assert build_plan("official", numbers={"unet_steps": 7}) is OFFICIAL  # numbers count only for custom
+    custom = build_plan(CUSTOM, 2, {"unet_steps": 7, "resolution": 256})
+    assert custom == dataclasses.replace(custom_plan(unet_steps=7, resolution=256),
+                                         stages=tuple(dataclasses.replace(s, gradient_accumulation=2) for s in custom.stages))
+    assert [stage.gradient_accumulation for stage in build_plan("fast", 4).stages] == [4, 4, 4]
+    with pytest.raises(SteerError, match=r"unknown preset 'slow'; choose one of \('official', 'fast', 'custom'\)"):
+        build_plan("slow")
+    with pytest.raises(SteerError, match="unknown custom training setting"):
+        build_plan(CUSTOM, numbers={"unet_stepz": 7})
+    with pytest.raises(SteerError, match="does not split into 3 equal micro-batches"):
+        build_plan("official", 3)
+
+
+def test_the_prompt_splits_at_the_placeholder():
+    words = {"a photo of a": [1, 2, 3, 1], "dog": [4], "teddy bear": [5, 6]}.__getitem__
+    assert split_at_placeholder("a photo of a [V] dog", words) == ([1, 2, 3, 1], [4])
+    assert split_at_placeholder("[V] teddy bear", words) == ([], [5, 6])
+    assert category_token_id("teddy bear", words) == 5
+    with pytest.raises(ValueError, match="exactly one"):
+        split_at_placeholder("a [V] [V] dog", words)
+    with pytest.raises(SteerError, match="continue after the new token"):
+        split_at_placeholder("a photo of a [V]", words)
+    with pytest.raises(SteerError, match="has no tokens"):
+        category_token_id("", lambda text: [])
+    check_prompt_length(77, 77)
+    with pytest.raises(SteerError, match="78 tokens long; the text encoder takes 77"):
+        check_prompt_length(78, 77)

@@ -7,22 +7,12 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from steer.errors import SteerError
 from steer.personalize.data import TrainingImages
 from steer.personalize.stages import custom_plan
-from steer.personalize.trainer import RuntimeOptions, train
+from steer.personalize.checkpoint import CheckpointStore
+from steer.personalize.trainer import RuntimeOptions, run_fingerprint, train
 
-from unit.tiny_sd import RESOLUTION, one_torch_thread, tiny_backbone, tiny_photos, write_tokenizer_files
+from unit.tiny_sd import RESOLUTION, single_thread, tiny_backbone, tiny_photos, tokenizer_folder  # noqa: F401 (single_thread, tokenizer_folder: pytest fixtures)
 
 CPU = RuntimeOptions(precision="fp32", gradient_checkpointing=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def tokenizer_folder(tmp_path_factory):
-    return write_tokenizer_files(tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +26,11 @@ def short_plan(token=2, cross_attention=2, unet=2, batch=2, **more):
         token_batch_size=batch, cross_attention_batch_size=batch, unet_batch_size=batch,
         resolution=RESOLUTION, **more,
     )
+
+
+def run_store(folder, backbone, images, plan, seed):
+    """This run's checkpoints in `folder`, as training_run.train_concept names them."""
+    return CheckpointStore(folder, run_fingerprint(backbone, images, "dog", plan, seed))
 
 
 def snapshot(backbone):
@@ -77,14 +72,15 @@ def test_resume_after_cancel_continues_at_the_next_step_and_matches_an_uninterru
         if (stage, step) == ("cross_attention", 1):
             raise Cancelled
 
+    store = run_store(tmp_path, reference, images, plan, seed=3)  # every tiny backbone has the same identity
     with pytest.raises(Cancelled):
-        train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=3, checkpoint_folder=tmp_path, progress=cancel_in_stage_two, options=CPU)
+        train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=3, store=store, progress=cancel_in_stage_two, options=CPU)
     progress = json.loads((tmp_path / "progress.json").read_text())
     assert (progress["stage_index"], progress["step"]) == (1, 1)
 
     calls = []
     resumed_backbone = tiny_backbone(tokenizer_folder)  # fresh base weights, as after a restart
-    resumed = train(resumed_backbone, images, "dog", plan, seed=3, checkpoint_folder=tmp_path,
+    resumed = train(resumed_backbone, images, "dog", plan, seed=3, store=store,
                     progress=lambda *call: calls.append(call[:3]), options=CPU)
     assert resumed.resumed_at == ("cross_attention", 1)
     assert calls == [("cross_attention", 2, 3), ("cross_attention", 3, 3), ("unet", 1, 2), ("unet", 2, 2)]
@@ -95,15 +91,16 @@ def test_resume_after_cancel_continues_at_the_next_step_and_matches_an_uninterru
 
     # A finished run re-run with the same inputs does no work and restores the result.
     again_backbone = tiny_backbone(tokenizer_folder)
-    again = train(again_backbone, images, "dog", plan, seed=3, checkpoint_folder=tmp_path, progress=lambda *call: calls.append(call), options=CPU)
+    again = train(again_backbone, images, "dog", plan, seed=3, store=store, progress=lambda *call: calls.append(call), options=CPU)
     assert len(calls) == 4 and again.history == uninterrupted.history
     assert torch.equal(again_backbone.unet.conv_in.weight, reference.unet.conv_in.weight)
 
 
 def test_a_checkpoint_from_other_inputs_is_not_resumed(tokenizer_folder, images, tmp_path):
     plan = short_plan(token=1, cross_attention=1, unet=0)
-    train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=1, checkpoint_folder=tmp_path, options=CPU)
-    other_seed = train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=2, checkpoint_folder=tmp_path, options=CPU)
+    first, second = tiny_backbone(tokenizer_folder), tiny_backbone(tokenizer_folder)
+    train(first, images, "dog", plan, seed=1, store=run_store(tmp_path, first, images, plan, seed=1), options=CPU)
+    other_seed = train(second, images, "dog", plan, seed=2, store=run_store(tmp_path, second, images, plan, seed=2), options=CPU)
     assert other_seed.resumed_at is None and len(other_seed.history) == 2
 
 
