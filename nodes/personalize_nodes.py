@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import comfy.model_management
@@ -23,10 +22,10 @@ import torch
 from PIL import Image
 
 from ..errors import SteerError
-from ..personalize.data import TrainingImages
+from ..personalize.data import DEFAULT_VIEWS, TrainingImages
 from ..personalize.export import DEFAULT_LORA_RANK, METADATA_FORMAT, UNET_FORMATS, trigger_phrase, validate_concept_name
 from ..personalize.plot import plot_history
-from ..personalize.stages import CROSS_ATTENTION, OFFICIAL, PARAMETER_GROUPS, PRESETS, TOKEN, UNET, custom_plan, preset as preset_plan
+from ..personalize.stages import CROSS_ATTENTION, CUSTOM, OFFICIAL, PARAMETER_GROUPS, PRESETS, TOKEN, UNET, build_plan
 from ..personalize.trainer import PRECISIONS, RuntimeOptions, validate_category
 from ..personalize.training_run import check_target_free, save_concept, train_concept
 from .comfy_personalize import ComfyBackbone
@@ -34,8 +33,6 @@ from .comfy_personalize import ComfyBackbone
 log = logging.getLogger("steer")
 
 CATEGORY = "Steer/personalize"
-CUSTOM = "custom"
-DEFAULT_VIEWS = 16
 CHECKPOINT_ROOT = ("steer", "attndreambooth_checkpoints")  # under ComfyUI's user directory
 NO_CONCEPTS = "(no concepts in models/loras)"
 
@@ -72,18 +69,6 @@ def _custom_inputs() -> dict:
             inputs[f"{group}_{number}"] = spec
     inputs["resolution"] = ("INT", {"default": OFFICIAL.resolution, "min": 64, "max": 2048, "step": 64, "tooltip": "Only with preset 'custom': training size in pixels (square crops). Official: 512; SD2.x 768-v models: 768."})
     return inputs
-
-
-def build_plan(preset: str, gradient_accumulation: int, numbers: dict):
-    """The TrainingPlan for the node's inputs; `gradient_accumulation` applies to every stage
-    (it splits each batch into micro-batches and never changes the result, only memory)."""
-    if preset == CUSTOM:
-        plan = custom_plan(**{key: value for key, value in numbers.items() if key in _custom_inputs()})
-    else:
-        plan = preset_plan(preset)
-    if gradient_accumulation != 1:
-        plan = replace(plan, stages=tuple(replace(stage, gradient_accumulation=gradient_accumulation) for stage in plan.stages))
-    return plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,11 +192,9 @@ class SteerAttnDreamBoothTrain:
               augmented_views=DEFAULT_VIEWS, gradient_accumulation=1, precision="auto", gradient_checkpointing=True, **numbers):
         name = validate_concept_name(str(concept_name).strip())
         category = validate_category(category)
-        if preset not in (*PRESETS, CUSTOM):
-            raise SteerError(f"unknown preset {preset!r}; choose one of {(*PRESETS, CUSTOM)}")
         if unet_format not in UNET_FORMATS:
             raise SteerError(f"unet_format must be one of {UNET_FORMATS}, got {unet_format!r}")
-        plan = build_plan(preset, gradient_accumulation, numbers)
+        plan = build_plan(preset, gradient_accumulation, numbers)  # with preset custom: the custom inputs' numbers
         options = RuntimeOptions(precision=precision, gradient_checkpointing=gradient_checkpointing)
         embeddings_folder, loras_folder = _first_folder("embeddings"), _first_folder("loras")
         check_target_free(name, folder_paths.get_folder_paths("embeddings"), folder_paths.get_folder_paths("loras"), overwrite)
