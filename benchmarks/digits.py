@@ -12,7 +12,6 @@ Nothing is tuned here: each method runs at its preset's defaults.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 

@@ -17,7 +17,6 @@ included, as on a GPU).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -25,17 +24,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import torch
 
 from ..guidance.augment import AugmentConfig, RandomAugment, augmented_loss
-from ..guidance.config import DEFAULT_PRESET, PRESETS, GuidanceConfig, TimeTravel
 from ..errors import SteerError
 from .arguments import add_guidance_bench_arguments
-from ..guidance.losses.base import Window
+from .guidance_cost_modes import AUGMENT_COPIES, MEMORY_MODES, MODES, Mode
+from .guidance_cost_table import build_rows, markdown
+from .peak_memory import PeakRSS
 
 # ComfyUI's detected-config form of the SD1.5 UNet (what model_detection returns for a v1-5 checkpoint).
 SD15_UNET_CONFIG = {
@@ -48,47 +47,6 @@ SD15_UNET_CONFIG = {
 # CLIP ViT-B/16, the guidance network of Shen et al.'s Table 6 (5.5 % for |T| = 10).
 CLIP_B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16, projection_dim=512)
 CFG = 7.5
-AUGMENT_COPIES = 10
-EVERY_STEP = Window(0.0, 1.0)
-
-
-def guided(**changes) -> GuidanceConfig:
-    """A guided step with nothing on but what is asked: every step guided, no time travel, no augmentation."""
-    base = GuidanceConfig(step_rule="polyak", window=EVERY_STEP, time_travel=TimeTravel(repeats=1), augment=AugmentConfig(copies=0))
-    return dataclasses.replace(base, **changes)
-
-
-@dataclasses.dataclass(frozen=True)
-class Mode:
-    name: str
-    config: GuidanceConfig | None  # None: the stock euler sampler, unguided
-    loss_decoder: str = "vae"
-    checkpointing: bool = True
-    naive_augment: int = 0  # > 0: the loss scores that many augmented views one call at a time
-
-
-def default_preset_config() -> GuidanceConfig:
-    return dataclasses.replace(PRESETS[DEFAULT_PRESET], window=EVERY_STEP, time_travel=TimeTravel(repeats=1))
-
-
-MODES = {
-    "unguided": Mode("unguided CFG step (euler)", None),
-    "unguided_clone": Mode("unguided, through ComfyUI's differentiable weights (weight-wrapper copies)", guided(gradient_path="through_model", scale=0.0)),
-    "through_positive": Mode("through the model, positive branch", guided(gradient_path="through_model", cfg_gradient="positive")),
-    "through_combined": Mode("through the model, combined CFG", guided(gradient_path="through_model", cfg_gradient="combined")),
-    "through_positive_nockpt": Mode("through the model, positive branch, no checkpointing", guided(gradient_path="through_model"), checkpointing=False),
-    "x0_vae": Mode("x0 shortcut, full VAE decoder", guided(gradient_path="x0_shortcut")),
-    "x0_vae_nockpt": Mode("x0 shortcut, full VAE decoder, no checkpointing", guided(gradient_path="x0_shortcut"), checkpointing=False),
-    "x0_taesd": Mode("x0 shortcut, TAESD decoder", guided(gradient_path="x0_shortcut"), loss_decoder="taesd"),
-    "through_positive_aug": Mode(f"through the model, positive branch, |T| = {AUGMENT_COPIES}", guided(gradient_path="through_model", augment=AugmentConfig(copies=AUGMENT_COPIES))),
-    "x0_taesd_aug": Mode(f"x0 shortcut, TAESD decoder, |T| = {AUGMENT_COPIES}", guided(gradient_path="x0_shortcut", augment=AugmentConfig(copies=AUGMENT_COPIES)), loss_decoder="taesd"),
-    "default": Mode(f"Steer's default preset ({DEFAULT_PRESET})", default_preset_config()),
-    "naive": Mode(
-        f"naive: full VAE, combined CFG, |T| = {AUGMENT_COPIES} one at a time, no checkpointing",
-        guided(gradient_path="through_model", cfg_gradient="combined"), checkpointing=False, naive_augment=AUGMENT_COPIES,
-    ),
-}
-MEMORY_MODES = ("unguided", "through_positive", "through_positive_nockpt", "x0_vae", "x0_vae_nockpt", "x0_taesd")
 
 
 class NaiveAugmentedLoss:
@@ -314,32 +272,6 @@ def measure_cuda_memory(bench: Bench, names: list[str]) -> dict[str, float]:
     return peaks
 
 
-class PeakRSS:
-    """Samples this process's resident set every few milliseconds while open."""
-
-    def __init__(self, interval: float = 0.005):
-        import psutil
-
-        self.process, self.interval, self.peak = psutil.Process(), interval, 0
-        self._stop = threading.Event()
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.peak = self.process.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
-
-
 def measure_cpu_memory(name: str, latent: int, threads: int) -> dict:
     """Peak RSS of one step of `name` in a fresh process (a process's freed memory stays mapped)."""
     command = [sys.executable, "-m", "steer.benchmarks.guidance_cost", "--memory-probe", name, "--latent", str(latent), "--threads", str(threads)]
@@ -383,67 +315,6 @@ def training_ratio(repeats: int, log) -> dict | None:
         "time": capture[0] / plain[0],
         "memory": capture[1] / plain[1] if plain[1] else None,
     }
-
-
-def _median_ratio(times, name, baseline="unguided") -> float:
-    return statistics.median(times[name]) / statistics.median(times[baseline])
-
-
-def build_rows(times: dict, memory: dict | None, training: dict | None, floor: dict | None = None) -> list[dict]:
-    floor = floor or {}
-
-    def row(mode, ratio, target, kind="time ratio to an unguided CFG step", lower_is_better=True, note="", floor_key=None):
-        met = None if ratio is None or target is None else (ratio <= target if lower_is_better else ratio >= target)
-        bound = floor.get(floor_key)
-        return {"mode": mode, "measure": kind, "ratio": None if ratio is None else round(ratio, 3), "target": target, "met": met,
-                "floor": None if bound is None else round(bound, 3), "note": note}
-
-    rows = [
-        row(MODES["unguided"].name, 1.0, 1.0, note=f"{statistics.median(times['unguided']):.2f} s/step"),
-        row(MODES["through_positive"].name, _median_ratio(times, "through_positive"), 3.0, floor_key="through_positive"),
-        row(MODES["unguided_clone"].name, _median_ratio(times, "unguided_clone"), None, note="part of every through-the-model step"),
-        row(MODES["through_combined"].name, _median_ratio(times, "through_combined"), 3.5, floor_key="through_combined"),
-        row(MODES["x0_vae"].name, _median_ratio(times, "x0_vae"), 1.8, floor_key="x0_vae"),
-        row(MODES["x0_taesd"].name, _median_ratio(times, "x0_taesd"), 1.15, floor_key="x0_taesd"),
-        row(f"random augmentation |T| = {AUGMENT_COPIES}, through the model", _median_ratio(times, "through_positive_aug", "through_positive") - 1, 0.10,
-            kind="extra time over the same step without it", floor_key="augmentation_through_model"),
-        row(f"random augmentation |T| = {AUGMENT_COPIES}, x0 shortcut + TAESD", _median_ratio(times, "x0_taesd_aug", "x0_taesd") - 1, 0.10,
-            kind="extra time over the same step without it", floor_key="augmentation_x0_taesd"),
-        row("checkpointing, through the model", _median_ratio(times, "through_positive", "through_positive_nockpt") - 1, None,
-            kind="extra time over the same step without it"),
-        row("checkpointing, x0 shortcut", _median_ratio(times, "x0_vae", "x0_vae_nockpt") - 1, None, kind="extra time over the same step without it"),
-        row(f"Steer's default ({DEFAULT_PRESET}) over the naive reference", _median_ratio(times, "naive", "default"), None,
-            kind="speed-up", lower_is_better=False),
-        row(f"Steer's paper method (positive branch, batched |T| = {AUGMENT_COPIES}) over the naive reference",
-            _median_ratio(times, "naive", "through_positive_aug"), None, kind="speed-up", lower_is_better=False),
-    ]
-    if memory:
-        base = memory["unguided"]
-        for name in MEMORY_MODES[1:]:
-            target = 2.0 if MODES[name].checkpointing else None
-            rows.append(row(MODES[name].name, memory[name] / base, target, kind="peak memory over unguided", note=f"{memory[name]:.0f} MiB vs {base:.0f} MiB"))
-    if training:
-        rows.append(row("AttnDreamBooth step over a plain diffusion-loss step (tiny test checkpoint)", training["time"], 1.15, kind="time ratio"))
-        if training["memory"] is not None:
-            rows.append(row("AttnDreamBooth step over a plain diffusion-loss step (tiny test checkpoint)", training["memory"], 1.15, kind="peak memory ratio"))
-    return rows
-
-
-def markdown(rows: list[dict]) -> str:
-    lines = ["| Mode | Measure | Ratio | Floor | Target | Met |", "| --- | --- | --- | --- | --- | --- |"]
-
-    def number(value, measure):
-        if value is None:
-            return "—"
-        return f"{value * 100:+.1f} %" if measure.startswith("extra") else f"{value:.2f}"
-
-    for r in rows:
-        ratio, bound = number(r["ratio"], r["measure"]), number(r.get("floor"), r["measure"])
-        target = "—" if r["target"] is None else (f"≤ {r['target'] * 100:.0f} %" if r["measure"].startswith("extra") else f"≤ {r['target']}")
-        met = {True: "yes", False: "**no**", None: "—"}[r["met"]]
-        note = f" ({r['note']})" if r["note"] else ""
-        lines.append(f"| {r['mode']}{note} | {r['measure']} | {ratio} | {bound} | {target} | {met} |")
-    return "\n".join(lines)
 
 
 def machine() -> str:
