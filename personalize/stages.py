@@ -114,6 +114,10 @@ class TrainingPlan:
             raise SteerError(f"in the training prompt {{category}} must directly follow {CONCEPT_PLACEHOLDER}, got {self.prompt_template!r}")
         if not (isinstance(self.image_repeats, int) and self.image_repeats >= 1):
             raise SteerError(f"image repeats must be >= 1, got {self.image_repeats}")
+        if self.total_steps == 0:
+            # A concept that learned nothing would still be saved and look like a trained one.
+            raise SteerError("every stage of this training plan has 0 steps, so nothing would be trained; "
+                             "give at least one stage (token, cross-attention or UNet) some steps")
 
     def stage(self, group: str) -> StageConfig:
         return next(stage for stage in self.stages if stage.parameter_group == group)

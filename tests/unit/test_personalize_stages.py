@@ -128,3 +128,9 @@ def test_the_prompt_splits_at_the_placeholder():
     check_prompt_length(77, 77)
     with pytest.raises(SteerError, match="78 tokens long; the text encoder takes 77"):
         check_prompt_length(78, 77)
+
+
+def test_a_plan_with_nothing_to_train_is_refused():
+    with pytest.raises(SteerError, match="nothing would be trained"):
+        custom_plan(token_steps=0, cross_attention_steps=0, unet_steps=0)
+    assert custom_plan(token_steps=1, cross_attention_steps=0, unet_steps=0).total_steps == 1
