@@ -1,10 +1,23 @@
-"""Node registration. Each module exports its own NODE_CLASS_MAPPINGS; ids are stable once published."""
+"""Node registration, V3 style: ComfyUI calls comfy_entrypoint() and registers every class it lists.
+
+Each node module lists its classes in NODES; a node's id lives only in its schema.
+"""
+from comfy_api.latest import ComfyExtension, io
+
 from . import guidance_nodes, loss_nodes, model_loss_nodes, personalize_nodes
 
-_MODULES = (guidance_nodes, loss_nodes, model_loss_nodes, personalize_nodes)
+NODES: tuple[type[io.ComfyNode], ...] = (
+    *guidance_nodes.NODES,
+    *loss_nodes.NODES,
+    *model_loss_nodes.NODES,
+    *personalize_nodes.NODES,
+)
 
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in _MODULES:
-    NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
-    NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+
+class SteerExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> SteerExtension:
+    return SteerExtension()

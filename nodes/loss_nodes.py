@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-import torch
+from comfy_api.latest import io
 
 from ..errors import SteerError
 from ..guidance.losses.base import Window
@@ -11,6 +11,7 @@ from ..guidance.losses.color import COLOR_MATCHES, ReferenceColorLoss, TargetCol
 from ..guidance.losses.combine import CombinedLoss, LossTerm
 from ..guidance.losses.edge import EdgeLoss
 from .comfy_common import image_to_bchw
+from .schema import Choice, Loss, fraction, loss_output
 
 CATEGORY = "Steer/losses"
 COMBINE_SLOTS = 4
@@ -24,74 +25,82 @@ def parse_hex_color(text: str) -> tuple[float, float, float]:
     return tuple(int(value[i : i + 2], 16) / 255.0 for i in (0, 2, 4))
 
 
-class SteerColorLoss:
-    DESCRIPTION = "Steers toward a colour: a target colour, or (when a reference image is connected) the reference's colour statistics. Needs no model."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("STEER_LOSS",)
-    RETURN_NAMES = ("loss",)
-    OUTPUT_TOOLTIPS = ("Connect to a Steer guided sampler, or to Steer Combine Losses.",)
-    FUNCTION = "build"
-
+class SteerColorLoss(io.ComfyNode):
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "color": ("STRING", {"default": "#ff0000", "tooltip": "Target colour as hex, e.g. #ff0000. Ignored when a reference image is connected."}),
-                "match": (
-                    list(COLOR_MATCHES),
-                    {"default": "pixels", "tooltip": "pixels: every pixel toward the colour (strong tint). average: only the image's mean colour (keeps contrast)."},
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SteerColorLoss", display_name="Steer Colour Loss", category=CATEGORY,
+            description="Steers toward a colour: a target colour, or (when a reference image is connected) the reference's colour "
+            "statistics. Needs no model.",
+            inputs=[
+                io.String.Input(
+                    "color", default="#ff0000", tooltip="Target colour as hex, e.g. #ff0000. Ignored when a reference image is connected."
                 ),
-            },
-            "optional": {
-                "reference": ("IMAGE", {"tooltip": "Optional. Match this image's per-channel colour mean and spread instead of a single colour."}),
-            },
-        }
+                Choice(
+                    "match", COLOR_MATCHES, default="pixels",
+                    tooltip="pixels: every pixel toward the colour (strong tint). average: only the image's mean colour (keeps contrast).",
+                ),
+                io.Image.Input(
+                    "reference", optional=True,
+                    tooltip="Optional. Match this image's per-channel colour mean and spread instead of a single colour.",
+                ),
+            ],
+            outputs=[loss_output()],
+        )
 
-    def build(self, color: str, match: str, reference=None):
+    @classmethod
+    def execute(cls, color: str, match: str, reference=None) -> io.NodeOutput:
         if reference is not None:
-            return (ReferenceColorLoss(image_to_bchw(reference)),)
-        return (TargetColorLoss(parse_hex_color(color), match=match),)
+            return io.NodeOutput(ReferenceColorLoss(image_to_bchw(reference)))
+        return io.NodeOutput(TargetColorLoss(parse_hex_color(color), match=match))
 
 
-class SteerEdgeLoss:
-    DESCRIPTION = "Steers the structure toward a reference image's edges (Sobel edge maps via kornia, compared at the sample's size). Needs no model."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("STEER_LOSS",)
-    RETURN_NAMES = ("loss",)
-    OUTPUT_TOOLTIPS = ("Connect to a Steer guided sampler, or to Steer Combine Losses.",)
-    FUNCTION = "build"
+class SteerEdgeLoss(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SteerEdgeLoss", display_name="Steer Edge Loss", category=CATEGORY,
+            description="Steers the structure toward a reference image's edges (Sobel edge maps via kornia, compared at the sample's "
+            "size). Needs no model.",
+            inputs=[
+                io.Image.Input(
+                    "reference", tooltip="The image whose edges the result should follow. Several images are averaged into one edge map."
+                ),
+            ],
+            outputs=[loss_output()],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "reference": ("IMAGE", {"tooltip": "The image whose edges the result should follow. Several images are averaged into one edge map."}),
-            }
-        }
-
-    def build(self, reference):
-        return (EdgeLoss(image_to_bchw(reference)),)
+    def execute(cls, reference) -> io.NodeOutput:
+        return io.NodeOutput(EdgeLoss(image_to_bchw(reference)))
 
 
-class SteerCombineLosses:
-    DESCRIPTION = "A weighted sum of up to four losses, each active only in its own part of the schedule (start/end as fractions of the steps)."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("STEER_LOSS",)
-    RETURN_NAMES = ("loss",)
-    OUTPUT_TOOLTIPS = ("The combined loss, for a Steer guided sampler or another Combine node.",)
-    FUNCTION = "build"
+def combine_slot_inputs(slot: int) -> list[io.Input]:
+    """Loss `slot` of Steer Combine Losses: the loss, its weight and its part of the schedule (all optional)."""
+    return [
+        Loss.Input(f"loss_{slot}", optional=True, tooltip=f"Loss {slot}. Unconnected slots are ignored."),
+        io.Float.Input(
+            f"weight_{slot}", default=1.0, min=-100.0, max=100.0, step=0.05, optional=True,
+            tooltip=f"Weight of loss {slot}. Losses have different scales; balance them here.",
+        ),
+        fraction(f"start_{slot}", 0.0, f"Loss {slot} is active from this fraction of the steps...", optional=True),
+        fraction(f"end_{slot}", 1.0, "...until this fraction of the steps.", optional=True),
+    ]
+
+
+class SteerCombineLosses(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SteerCombineLosses", display_name="Steer Combine Losses", category=CATEGORY,
+            description="A weighted sum of up to four losses, each active only in its own part of the schedule (start/end as "
+            "fractions of the steps).",
+            inputs=[spec for slot in range(1, COMBINE_SLOTS + 1) for spec in combine_slot_inputs(slot)],
+            outputs=[loss_output("The combined loss, for a Steer guided sampler or another Combine node.")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        optional = {}
-        for slot in range(1, COMBINE_SLOTS + 1):
-            optional[f"loss_{slot}"] = ("STEER_LOSS", {"tooltip": f"Loss {slot}. Unconnected slots are ignored."})
-            optional[f"weight_{slot}"] = ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.05, "tooltip": f"Weight of loss {slot}. Losses have different scales; balance them here."})
-            optional[f"start_{slot}"] = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": f"Loss {slot} is active from this fraction of the steps..."})
-            optional[f"end_{slot}"] = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": f"...until this fraction of the steps."})
-        return {"required": {}, "optional": optional}
-
-    def build(self, **inputs):
+    def execute(cls, **inputs) -> io.NodeOutput:
         terms = []
         for slot in range(1, COMBINE_SLOTS + 1):
             loss = inputs.get(f"loss_{slot}")
@@ -101,16 +110,7 @@ class SteerCombineLosses:
             terms.append(LossTerm(loss, inputs.get(f"weight_{slot}", 1.0), window))
         if not terms:
             raise SteerError("Steer Combine Losses has no loss connected; connect at least loss_1")
-        return (CombinedLoss(terms),)
+        return io.NodeOutput(CombinedLoss(terms))
 
 
-NODE_CLASS_MAPPINGS = {
-    "SteerColorLoss": SteerColorLoss,
-    "SteerEdgeLoss": SteerEdgeLoss,
-    "SteerCombineLosses": SteerCombineLosses,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "SteerColorLoss": "Steer Colour Loss",
-    "SteerEdgeLoss": "Steer Edge Loss",
-    "SteerCombineLosses": "Steer Combine Losses",
-}
+NODES = (SteerColorLoss, SteerEdgeLoss, SteerCombineLosses)

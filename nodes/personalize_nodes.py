@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import comfy.model_management
@@ -19,20 +20,24 @@ import comfy.sd
 import comfy.utils
 import folder_paths
 import torch
+from comfy_api.latest import io
 from PIL import Image
 
 from ..errors import SteerError
-from ..personalize.data import DEFAULT_VIEWS, TrainingImages
+from ..personalize.data import TrainingImages
 from ..personalize.export import DEFAULT_LORA_RANK, METADATA_FORMAT, UNET_FORMATS, trigger_phrase, validate_concept_name
 from ..personalize.plot import plot_history
-from ..personalize.stages import CROSS_ATTENTION, CUSTOM, OFFICIAL, PARAMETER_GROUPS, PRESETS, TOKEN, UNET, build_plan
+from ..personalize.stages import CROSS_ATTENTION, OFFICIAL, PARAMETER_GROUPS, PRESETS, TOKEN, UNET, custom_plan, preset as preset_plan
 from ..personalize.trainer import PRECISIONS, RuntimeOptions, validate_category
 from ..personalize.training_run import check_target_free, save_concept, train_concept
 from .comfy_personalize import ComfyBackbone
+from .schema import Choice, gradient_checkpointing
 
 log = logging.getLogger("steer")
 
 CATEGORY = "Steer/personalize"
+CUSTOM = "custom"
+DEFAULT_VIEWS = 16
 CHECKPOINT_ROOT = ("steer", "attndreambooth_checkpoints")  # under ComfyUI's user directory
 NO_CONCEPTS = "(no concepts in models/loras)"
 
@@ -47,8 +52,8 @@ _NUMBER_TOOLTIPS = {
 }
 
 
-def _custom_inputs() -> dict:
-    """One optional widget per custom-plan number, defaulting to the official values."""
+def _custom_inputs() -> dict[str, io.Input]:
+    """One optional widget per custom-plan number, by input name, defaulting to the official values."""
     inputs = {}
     for group in PARAMETER_GROUPS:
         stage = OFFICIAL.stage(group)
@@ -62,13 +67,33 @@ def _custom_inputs() -> dict:
         }
         for number, default in values.items():
             tooltip = f"Only with preset 'custom': {GROUP_LABELS[group]} {_NUMBER_TOOLTIPS[number]}. Official: {default}."
-            if number in ("steps", "batch_size"):
-                spec = ("INT", {"default": default, "min": 0 if number == "steps" else 1, "max": 100_000 if number == "steps" else 64, "tooltip": tooltip})
+            name = f"{group}_{number}"
+            if number == "steps":
+                inputs[name] = io.Int.Input(name, default=default, min=0, max=100_000, tooltip=tooltip, optional=True)
+            elif number == "batch_size":
+                inputs[name] = io.Int.Input(name, default=default, min=1, max=64, tooltip=tooltip, optional=True)
             else:
-                spec = ("FLOAT", {"default": default, "min": 0.0, "max": 100.0 if number.startswith("regularizer") else 1.0, "step": 1e-6 if number == "learning_rate" else 0.01, "round": False, "tooltip": tooltip})
-            inputs[f"{group}_{number}"] = spec
-    inputs["resolution"] = ("INT", {"default": OFFICIAL.resolution, "min": 64, "max": 2048, "step": 64, "tooltip": "Only with preset 'custom': training size in pixels (square crops). Official: 512; SD2.x 768-v models: 768."})
+                inputs[name] = io.Float.Input(
+                    name, default=default, min=0.0, max=100.0 if number.startswith("regularizer") else 1.0,
+                    step=1e-6 if number == "learning_rate" else 0.01, round=False, tooltip=tooltip, optional=True,
+                )
+    inputs["resolution"] = io.Int.Input(
+        "resolution", default=OFFICIAL.resolution, min=64, max=2048, step=64, optional=True,
+        tooltip="Only with preset 'custom': training size in pixels (square crops). Official: 512; SD2.x 768-v models: 768.",
+    )
     return inputs
+
+
+def build_plan(preset: str, gradient_accumulation: int, numbers: dict):
+    """The TrainingPlan for the node's inputs; `gradient_accumulation` applies to every stage
+    (it splits each batch into micro-batches and never changes the result, only memory)."""
+    if preset == CUSTOM:
+        plan = custom_plan(**{key: value for key, value in numbers.items() if key in _custom_inputs()})
+    else:
+        plan = preset_plan(preset)
+    if gradient_accumulation != 1:
+        plan = replace(plan, stages=tuple(replace(stage, gradient_accumulation=gradient_accumulation) for stage in plan.stages))
+    return plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,74 +152,111 @@ def _preview(plot: torch.Tensor, name: str) -> dict:
 # Nodes
 
 
-class SteerAttnDreamBoothTrain:
-    DESCRIPTION = (
-        "AttnDreamBooth (Pang et al., NeurIPS 2024): learn a subject from 3–20 photos in three stages (the new token's "
-        "embedding, then the cross-attention layers, then the whole UNet) with a cross-attention regularizer that keeps the "
-        "token's attention like its category's. Saves models/embeddings/<name>.safetensors (use it as embedding:<name>), "
-        "models/loras/<name>.safetensors (for LoraLoaderModelOnly) and models/loras/<name>.json. SD1.x and SD2.x. "
-        "Cancel keeps a checkpoint: queue the same graph again to resume."
-    )
-    CATEGORY = CATEGORY
-    OUTPUT_NODE = True
-    RETURN_TYPES = ("MODEL", "CLIP", "STRING", "IMAGE")
-    RETURN_NAMES = ("model", "clip", "trigger", "loss_plot")
-    OUTPUT_TOOLTIPS = (
-        "The input model with the trained UNet change applied (the saved file, at strength 1). Use with a stock sampler.",
-        "The input CLIP. The learned token is read from models/embeddings when a prompt says embedding:<name>.",
-        "What to write in a prompt to call the concept, e.g. 'embedding:my_dog dog'. Keep the category word after the embedding.",
-        "Diffusion loss and attention regularizer per training step, with the stage boundaries.",
-    )
-    FUNCTION = "train"
+class SteerAttnDreamBoothTrain(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SteerAttnDreamBoothTrain", display_name="Steer AttnDreamBooth Train", category=CATEGORY,
+            description="AttnDreamBooth (Pang et al., NeurIPS 2024): learn a subject from 3–20 photos in three stages (the new "
+            "token's embedding, then the cross-attention layers, then the whole UNet) with a cross-attention regularizer that keeps "
+            "the token's attention like its category's. Saves models/embeddings/<name>.safetensors (use it as embedding:<name>), "
+            "models/loras/<name>.safetensors (for LoraLoaderModelOnly) and models/loras/<name>.json. SD1.x and SD2.x. "
+            "Cancel keeps a checkpoint: queue the same graph again to resume.",
+            is_output_node=True,
+            inputs=[
+                io.Model.Input(
+                    "model", tooltip="An SD1.x or SD2.x model (from a checkpoint loader). Upstream LoRAs are trained on top of."
+                ),
+                io.Clip.Input("clip", tooltip="The CLIP of the same checkpoint. It stays frozen; only the new token's vector is learned."),
+                io.Vae.Input("vae", tooltip="The VAE of the same checkpoint; it encodes the photos (once per augmented view)."),
+                io.Image.Input(
+                    "images",
+                    tooltip="3 to 20 photos of one subject, as one image batch (e.g. Load Image + Image Batch). Vary pose and "
+                    "background; crop to the subject.",
+                ),
+                io.String.Input(
+                    "concept_name", default="my_concept",
+                    tooltip="File name and prompt word: 1-64 letters, digits, '_' or '-'. The prompt then says embedding:<name>.",
+                ),
+                io.String.Input(
+                    "category", default="dog",
+                    tooltip="The subject's category, a plain word such as 'dog', 'doll' or 'backpack'. The token starts from this "
+                    "word and its attention is kept like it.",
+                ),
+                Choice(
+                    "preset", [*PRESETS, CUSTOM], default="official",
+                    tooltip="official: the paper's numbers (60 + 100 + 500 steps, batch 8, 512 px). fast: stage 3 is 200 steps at lr "
+                    "1e-5, batch 4 (about 3× quicker, slightly weaker on complex prompts). custom: the numbers below.",
+                ),
+                Choice(
+                    "unet_format", UNET_FORMATS, default="lora",
+                    tooltip="lora: the UNet change as a rank-r LoRA (small file, close to the full change). full: the exact change "
+                    "as .diff weights (large file: the whole UNet).",
+                ),
+                io.Int.Input(
+                    "lora_rank", default=DEFAULT_LORA_RANK, min=1, max=1024,
+                    tooltip="Rank of the saved LoRA (unet_format lora). Higher keeps more of the trained change, in a bigger file.",
+                ),
+                io.Boolean.Input(
+                    "overwrite", default=False,
+                    tooltip="Replace an existing concept of the same name. Off: a taken name is an error before training starts.",
+                ),
+                io.Int.Input(
+                    "seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate="fixed",
+                    tooltip="Seeds every random choice (augmentations, noise, timesteps). Same inputs and seed = same result, and "
+                    "what a resumed run continues.",
+                ),
+                io.Int.Input(
+                    "augmented_views", default=DEFAULT_VIEWS, min=0, max=1024, optional=True,
+                    tooltip="Augmented views (rotation, flip, crop) made per photo and VAE-encoded once; each sample picks one and "
+                    "draws a fresh latent, noise and timestep. 0 = a new augmentation for every sample, as the official code (the "
+                    "VAE then runs every step).",
+                ),
+                io.Int.Input(
+                    "gradient_accumulation", default=1, min=1, max=64, optional=True,
+                    tooltip="Split each batch into this many micro-batches to save memory; the result is the same. Must divide "
+                    "every stage's batch size (official: 1, 2, 4 or 8; fast: 1, 2 or 4).",
+                ),
+                Choice(
+                    "precision", PRECISIONS, default="auto", optional=True,
+                    tooltip="Compute precision; trained weights stay float32. auto: bf16 (or fp16) autocast on NVIDIA GPUs, fp32 on "
+                    "the CPU.",
+                ),
+                gradient_checkpointing("Recompute UNet activations in the backward pass: much less memory for about 30% more time."),
+                *_custom_inputs().values(),
+            ],
+            outputs=[
+                io.Model.Output(
+                    display_name="model",
+                    tooltip="The input model with the trained UNet change applied (the saved file, at strength 1). Use with a stock "
+                    "sampler.",
+                ),
+                io.Clip.Output(
+                    display_name="clip",
+                    tooltip="The input CLIP. The learned token is read from models/embeddings when a prompt says embedding:<name>.",
+                ),
+                io.String.Output(
+                    display_name="trigger",
+                    tooltip="What to write in a prompt to call the concept, e.g. 'embedding:my_dog dog'. Keep the category word "
+                    "after the embedding.",
+                ),
+                io.Image.Output(
+                    display_name="loss_plot",
+                    tooltip="Diffusion loss and attention regularizer per training step, with the stage boundaries.",
+                ),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.x or SD2.x model (from a checkpoint loader). Upstream LoRAs are trained on top of."}),
-                "clip": ("CLIP", {"tooltip": "The CLIP of the same checkpoint. It stays frozen; only the new token's vector is learned."}),
-                "vae": ("VAE", {"tooltip": "The VAE of the same checkpoint; it encodes the photos (once per augmented view)."}),
-                "images": ("IMAGE", {"tooltip": "3 to 20 photos of one subject, as one image batch (e.g. Load Image + Image Batch). Vary pose and background; crop to the subject."}),
-                "concept_name": ("STRING", {"default": "my_concept", "tooltip": "File name and prompt word: 1-64 letters, digits, '_' or '-'. The prompt then says embedding:<name>."}),
-                "category": ("STRING", {"default": "dog", "tooltip": "The subject's category, a plain word such as 'dog', 'doll' or 'backpack'. The token starts from this word and its attention is kept like it."}),
-                "preset": (
-                    list(PRESETS) + [CUSTOM],
-                    {
-                        "default": "official",
-                        "tooltip": "official: the paper's numbers (60 + 100 + 500 steps, batch 8, 512 px). fast: stage 3 is 200 steps at lr 1e-5, batch 4 "
-                        "(about 3× quicker, slightly weaker on complex prompts). custom: the numbers below.",
-                    },
-                ),
-                "unet_format": (list(UNET_FORMATS), {"default": "lora", "tooltip": "lora: the UNet change as a rank-r LoRA (small file, close to the full change). full: the exact change as .diff weights (large file: the whole UNet)."}),
-                "lora_rank": ("INT", {"default": DEFAULT_LORA_RANK, "min": 1, "max": 1024, "tooltip": "Rank of the saved LoRA (unet_format lora). Higher keeps more of the trained change, in a bigger file."}),
-                "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace an existing concept of the same name. Off: a taken name is an error before training starts."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": "fixed", "tooltip": "Seeds every random choice (augmentations, noise, timesteps). Same inputs and seed = same result, and what a resumed run continues."}),
-            },
-            "optional": {
-                "augmented_views": (
-                    "INT",
-                    {
-                        "default": DEFAULT_VIEWS,
-                        "min": 0,
-                        "max": 1024,
-                        "tooltip": "Augmented views (rotation, flip, crop) made per photo and VAE-encoded once; each sample picks one and draws a fresh latent, "
-                        "noise and timestep. 0 = a new augmentation for every sample, as the official code (the VAE then runs every step).",
-                    },
-                ),
-                "gradient_accumulation": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Split each batch into this many micro-batches to save memory; the result is the same. Must divide every stage's batch size (official: 1, 2, 4 or 8; fast: 1, 2 or 4)."}),
-                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "Compute precision; trained weights stay float32. auto: bf16 (or fp16) autocast on NVIDIA GPUs, fp32 on the CPU."}),
-                "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip": "Recompute UNet activations in the backward pass: much less memory for about 30% more time."}),
-                **_custom_inputs(),
-            },
-        }
-
-    def train(self, model, clip, vae, images, concept_name, category, preset, unet_format, lora_rank, overwrite, seed,
-              augmented_views=DEFAULT_VIEWS, gradient_accumulation=1, precision="auto", gradient_checkpointing=True, **numbers):
+    def execute(cls, model, clip, vae, images, concept_name, category, preset, unet_format, lora_rank, overwrite, seed,
+                augmented_views=DEFAULT_VIEWS, gradient_accumulation=1, precision="auto", gradient_checkpointing=True, **numbers):
         name = validate_concept_name(str(concept_name).strip())
         category = validate_category(category)
+        if preset not in (*PRESETS, CUSTOM):
+            raise SteerError(f"unknown preset {preset!r}; choose one of {(*PRESETS, CUSTOM)}")
         if unet_format not in UNET_FORMATS:
             raise SteerError(f"unet_format must be one of {UNET_FORMATS}, got {unet_format!r}")
-        plan = build_plan(preset, gradient_accumulation, numbers)  # with preset custom: the custom inputs' numbers
+        plan = build_plan(preset, gradient_accumulation, numbers)
         options = RuntimeOptions(precision=precision, gradient_checkpointing=gradient_checkpointing)
         embeddings_folder, loras_folder = _first_folder("embeddings"), _first_folder("loras")
         check_target_free(name, folder_paths.get_folder_paths("embeddings"), folder_paths.get_folder_paths("loras"), overwrite)
@@ -224,38 +286,44 @@ class SteerAttnDreamBoothTrain:
 
         personalized = apply_unet_file(model, paths.unet, 1.0)
         plot = torch.from_numpy(plot_history(result.history, title=f"{name} ({category}), preset {plan.name}")).unsqueeze(0)
-        return {"ui": _preview(plot, name), "result": (personalized, clip, trigger_phrase(name, category), plot)}
+        return io.NodeOutput(personalized, clip, trigger_phrase(name, category), plot, ui=_preview(plot, name))
 
 
-class SteerAttnDreamBoothLoad:
-    DESCRIPTION = (
-        "Apply a saved AttnDreamBooth concept: its UNet file (from models/loras) on the model, and the trigger phrase that "
-        "calls its learned token (from models/embeddings) in a prompt."
-    )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL", "CLIP", "STRING")
-    RETURN_NAMES = ("model", "clip", "trigger")
-    OUTPUT_TOOLTIPS = (
-        "The model with the concept's UNet change applied at the given strength.",
-        "The CLIP, unchanged: the learned token is read from models/embeddings when a prompt says embedding:<name>.",
-        "What to write in a prompt to call the concept, e.g. 'embedding:my_dog dog'.",
-    )
-    FUNCTION = "load"
+class SteerAttnDreamBoothLoad(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SteerAttnDreamBoothLoad", display_name="Steer AttnDreamBooth Load", category=CATEGORY,
+            description="Apply a saved AttnDreamBooth concept: its UNet file (from models/loras) on the model, and the trigger phrase "
+            "that calls its learned token (from models/embeddings) in a prompt.",
+            inputs=[
+                io.Model.Input("model", tooltip="The base model the concept was trained on (or a close relative)."),
+                io.Clip.Input("clip", tooltip="The CLIP of the same checkpoint; passed through."),
+                # Listed again each time ComfyUI asks for the node's inputs, so a newly trained concept shows after a refresh.
+                Choice(
+                    "concept", sorted(concept_metadata_files()) or [NO_CONCEPTS],
+                    tooltip="A concept saved by Steer AttnDreamBooth Train: the <name>.json files in models/loras.",
+                ),
+                io.Float.Input(
+                    "strength", default=1.0, min=-4.0, max=4.0, step=0.05,
+                    tooltip="How strongly the UNet change is applied (1 = as trained). The token is unaffected; weight it in the "
+                    "prompt, e.g. (embedding:my_dog:1.1).",
+                ),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The model with the concept's UNet change applied at the given strength."),
+                io.Clip.Output(
+                    display_name="clip",
+                    tooltip="The CLIP, unchanged: the learned token is read from models/embeddings when a prompt says embedding:<name>.",
+                ),
+                io.String.Output(
+                    display_name="trigger", tooltip="What to write in a prompt to call the concept, e.g. 'embedding:my_dog dog'."
+                ),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        names = sorted(concept_metadata_files()) or [NO_CONCEPTS]
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "The base model the concept was trained on (or a close relative)."}),
-                "clip": ("CLIP", {"tooltip": "The CLIP of the same checkpoint; passed through."}),
-                "concept": (names, {"tooltip": "A concept saved by Steer AttnDreamBooth Train: the <name>.json files in models/loras."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05, "tooltip": "How strongly the UNet change is applied (1 = as trained). The token is unaffected; weight it in the prompt, e.g. (embedding:my_dog:1.1)."}),
-            }
-        }
-
-    @classmethod
-    def IS_CHANGED(cls, concept=None, **kwargs):
+    def fingerprint_inputs(cls, concept=None, **kwargs):
         """Re-run when the concept's files change (e.g. retrained with overwrite), not only its name."""
         metadata = concept_metadata_files().get(concept)
         if metadata is None:
@@ -263,7 +331,8 @@ class SteerAttnDreamBoothLoad:
         unet = metadata.with_name(f"{concept}.safetensors")
         return "|".join(f"{path.stat().st_mtime_ns}" for path in (metadata, unet) if path.exists())
 
-    def load(self, model, clip, concept, strength):
+    @classmethod
+    def execute(cls, model, clip, concept, strength) -> io.NodeOutput:
         if concept == NO_CONCEPTS:
             raise SteerError("no saved concepts: train one with Steer AttnDreamBooth Train (it writes models/loras/<name>.json)")
         name = validate_concept_name(concept)
@@ -276,16 +345,11 @@ class SteerAttnDreamBoothLoad:
             raise SteerError(f"the concept {name!r} has no UNet file: {unet_path} is missing")
         embedding_file = metadata.get("embedding_file", f"{name}.safetensors")
         if folder_paths.get_full_path("embeddings", embedding_file) is None:
-            raise SteerError(f"the concept {name!r} has no token file: put {embedding_file} into models/embeddings (it travels with {unet_path.name})")
+            raise SteerError(
+                f"the concept {name!r} has no token file: put {embedding_file} into models/embeddings (it travels with {unet_path.name})"
+            )
         trigger = metadata.get("trigger") or trigger_phrase(name, metadata.get("category", ""))
-        return (apply_unet_file(model, unet_path, strength), clip, trigger)
+        return io.NodeOutput(apply_unet_file(model, unet_path, strength), clip, trigger)
 
 
-NODE_CLASS_MAPPINGS = {
-    "SteerAttnDreamBoothTrain": SteerAttnDreamBoothTrain,
-    "SteerAttnDreamBoothLoad": SteerAttnDreamBoothLoad,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "SteerAttnDreamBoothTrain": "Steer AttnDreamBooth Train",
-    "SteerAttnDreamBoothLoad": "Steer AttnDreamBooth Load",
-}
+NODES = (SteerAttnDreamBoothTrain, SteerAttnDreamBoothLoad)

@@ -95,8 +95,10 @@ def probe(path: str) -> dict:
         before = comfy_nodes.CLIPVisionEncode().encode(clip_vision, image, "center")[0]
         state_before = _weight_function_state(clip_vision.model)
 
-        (style_loss,) = SteerStyleLoss().build(reference=reference, block=2, fit="stretch", clip_vision=clip_vision)
-        (image_loss,) = SteerCLIPImageLoss().build(reference=reference, distance="spherical", fit="center_crop", clip_vision=clip_vision)
+        (style_loss,) = SteerStyleLoss.execute(reference=reference, block=2, fit="stretch", clip_vision=clip_vision).result
+        (image_loss,) = SteerCLIPImageLoss.execute(
+            reference=reference, distance="spherical", fit="center_crop", clip_vision=clip_vision
+        ).result
 
         with torch.inference_mode(False), torch.enable_grad():  # what the guided sampler does
             # A batch of 2 for the style loss (3 of 24 blocks); 1 for the image loss (all 24 blocks of ViT-L on the CPU).

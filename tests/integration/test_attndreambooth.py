@@ -10,8 +10,7 @@
   the output; Steer AttnDreamBooth Load gives the same image; bad inputs are clear errors.
 
 The server here is this module's own: it adds a small test-helper custom node (SteerTestPhotos,
-which can make an empty image batch) and registers the personalize nodes itself when the pack
-does not yet (nodes/__init__.py lists them once the lead wires them in).
+which can make an empty image batch) beside the pack.
 """
 from __future__ import annotations
 
@@ -43,7 +42,6 @@ TIMEOUT = 900
 HELPERS = '''
 """Test-only nodes for tests/integration/test_attndreambooth.py (not part of the pack)."""
 import torch
-import nodes as comfy_nodes  # ComfyUI's own nodes.py: this file runs inside ComfyUI
 
 
 class SteerTestPhotos:
@@ -72,10 +70,6 @@ class SteerTestPhotos:
 
 
 NODE_CLASS_MAPPINGS = {"SteerTestPhotos": SteerTestPhotos}
-if "SteerAttnDreamBoothTrain" not in comfy_nodes.NODE_CLASS_MAPPINGS:
-    from steer.nodes import personalize_nodes
-
-    NODE_CLASS_MAPPINGS.update(personalize_nodes.NODE_CLASS_MAPPINGS)
 '''
 
 

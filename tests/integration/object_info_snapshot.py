@@ -1,0 +1,105 @@
+"""Compare a node's live /object_info entry with the snapshot the pack published under ComfyUI's V1 node API.
+
+data/object_info_v1.json holds the /object_info entries of every Steer node as ComfyUI v0.3.64 served them
+from commit c6254e3 (V1 NODE_CLASS_MAPPINGS, before the move to V3 schemas), taken from a server started like
+comfy_server.ComfyServer with an empty models folder, keeping the entries whose python_module is the pack.
+
+Workflows depend on everything in an entry: ids, display names, category, description, input names and
+their order, each input's type, default, min/max/step, combo options and tooltip, the required/optional/
+hidden split, the output types, names, order and tooltips, and output_node. `comparable` keeps all of that
+and drops only what V3 adds without changing how a workflow loads or validates:
+
+- `deprecated`, `experimental`, `api_node` while false: V3 always sends these flags; V1 left them out when false.
+- `multiline: false` on a STRING input: V3 always sends it; false is the frontend's default.
+- `options` and `multiselect: false` on a combo: V3 repeats the options beside the type; a differing copy is kept.
+- the PROMPT and EXTRA_PNGINFO hidden inputs of an output node: V3's Schema.finalize adds them to every output node;
+  the server fills them in, no workflow carries them.
+- the options of the combos that list files on the machine (ENVIRONMENT_COMBOS): they depend on what is installed,
+  so only that the input is a combo is compared.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+SNAPSHOT_PATH = Path(__file__).with_name("data") / "object_info_v1.json"
+PACK_MODULE = "custom_nodes.steer"
+
+FALSE_FLAGS_V3_SENDS = ("deprecated", "experimental", "api_node")
+OUTPUT_NODE_HIDDEN = {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}
+ENVIRONMENT_COMBOS = {("SteerLoadGuidanceModel", "model_folder"), ("SteerAttnDreamBoothLoad", "concept")}
+FILES_ON_THIS_MACHINE = "<files on this machine>"
+
+
+def snapshot() -> dict:
+    return json.loads(SNAPSHOT_PATH.read_text(encoding="utf-8"))
+
+
+def pack_entries(object_info: dict) -> dict:
+    return {name: entry for name, entry in object_info.items() if entry.get("python_module") == PACK_MODULE}
+
+
+def _comparable_spec(node: str, name: str, spec: list) -> list:
+    kind, options = spec[0], dict(spec[1]) if len(spec) > 1 else {}
+    if options.get("multiline") is False:
+        del options["multiline"]
+    if isinstance(kind, list):
+        if options.get("multiselect") is False:
+            del options["multiselect"]
+        if options.get("options") == kind:
+            del options["options"]
+        if (node, name) in ENVIRONMENT_COMBOS:
+            kind = [FILES_ON_THIS_MACHINE]
+    return [kind, options]
+
+
+def comparable(node: str, entry: dict) -> dict:
+    """`entry` without what V3 adds and no workflow reads (see the module docstring); everything else as it is."""
+    entry = copy.deepcopy(entry)
+    for flag in FALSE_FLAGS_V3_SENDS:
+        if entry.get(flag, False) is False:
+            entry.pop(flag, None)
+    inputs, order = entry.get("input", {}), entry.get("input_order", {})
+    if entry.get("output_node") and "hidden" in inputs:
+        for name, value in OUTPUT_NODE_HIDDEN.items():
+            if inputs["hidden"].get(name) == value:
+                del inputs["hidden"][name]
+                order["hidden"] = [key for key in order.get("hidden", []) if key != name]
+        if not inputs["hidden"]:
+            del inputs["hidden"]
+            order.pop("hidden", None)
+    for section, specs in inputs.items():
+        entry["input"][section] = {name: _comparable_spec(node, name, spec) for name, spec in specs.items()}
+    return entry
+
+
+def differences(published: dict, live: dict) -> list[str]:
+    """Each way `live` (node id -> entry) departs from `published`, one line each; [] when a workflow sees no change."""
+    found = [f"node {node} is gone" for node in sorted(set(published) - set(live))]
+    found += [f"node {node} is new: add it to the snapshot" for node in sorted(set(live) - set(published))]
+    for node in sorted(set(published) & set(live)):
+        found += [f"{node}{where}" for where in _walk(comparable(node, published[node]), comparable(node, live[node]), "")]
+    return found
+
+
+def _is_spec(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], dict)
+
+
+def _walk(before, after, path: str) -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        lines = []
+        for key in sorted(set(before) | set(after), key=str):
+            if key not in after:
+                lines.append(f"{path}.{key}: removed (was {json.dumps(before[key], ensure_ascii=False)[:120]})")
+            elif key not in before:
+                lines.append(f"{path}.{key}: added ({json.dumps(after[key], ensure_ascii=False)[:120]})")
+            else:
+                lines += _walk(before[key], after[key], f"{path}.{key}")
+        return lines
+    if _is_spec(before) and _is_spec(after):  # [type, options]: name the part that differs
+        return [line for index, pair in enumerate(zip(before, after)) for line in _walk(*pair, f"{path}[{index}]")]
+    if before != after:
+        return [f"{path}: {json.dumps(before, ensure_ascii=False)[:160]} -> {json.dumps(after, ensure_ascii=False)[:160]}"]
+    return []
