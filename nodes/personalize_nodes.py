@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import comfy.model_management
@@ -24,10 +23,11 @@ from comfy_api.latest import io
 from PIL import Image
 
 from ..errors import SteerError
-from ..personalize.data import TrainingImages
+from ..safe_files import file_in_folder, safetensors_header
+from ..personalize.data import DEFAULT_VIEWS, TrainingImages
 from ..personalize.export import DEFAULT_LORA_RANK, METADATA_FORMAT, UNET_FORMATS, trigger_phrase, validate_concept_name
 from ..personalize.plot import plot_history
-from ..personalize.stages import CROSS_ATTENTION, OFFICIAL, PARAMETER_GROUPS, PRESETS, TOKEN, UNET, custom_plan, preset as preset_plan
+from ..personalize.stages import CROSS_ATTENTION, CUSTOM, OFFICIAL, PARAMETER_GROUPS, PRESETS, TOKEN, UNET, build_plan
 from ..personalize.trainer import PRECISIONS, RuntimeOptions, validate_category
 from ..personalize.training_run import check_target_free, save_concept, train_concept
 from .comfy_personalize import ComfyBackbone
@@ -36,8 +36,6 @@ from .schema import Choice, gradient_checkpointing
 log = logging.getLogger("steer")
 
 CATEGORY = "Steer/personalize"
-CUSTOM = "custom"
-DEFAULT_VIEWS = 16
 CHECKPOINT_ROOT = ("steer", "attndreambooth_checkpoints")  # under ComfyUI's user directory
 NO_CONCEPTS = "(no concepts in models/loras)"
 
@@ -82,18 +80,6 @@ def _custom_inputs() -> dict[str, io.Input]:
         tooltip="Only with preset 'custom': training size in pixels (square crops). Official: 512; SD2.x 768-v models: 768.",
     )
     return inputs
-
-
-def build_plan(preset: str, gradient_accumulation: int, numbers: dict):
-    """The TrainingPlan for the node's inputs; `gradient_accumulation` applies to every stage
-    (it splits each batch into micro-batches and never changes the result, only memory)."""
-    if preset == CUSTOM:
-        plan = custom_plan(**{key: value for key, value in numbers.items() if key in _custom_inputs()})
-    else:
-        plan = preset_plan(preset)
-    if gradient_accumulation != 1:
-        plan = replace(plan, stages=tuple(replace(stage, gradient_accumulation=gradient_accumulation) for stage in plan.stages))
-    return plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,11 +238,9 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
                 augmented_views=DEFAULT_VIEWS, gradient_accumulation=1, precision="auto", gradient_checkpointing=True, **numbers):
         name = validate_concept_name(str(concept_name).strip())
         category = validate_category(category)
-        if preset not in (*PRESETS, CUSTOM):
-            raise SteerError(f"unknown preset {preset!r}; choose one of {(*PRESETS, CUSTOM)}")
         if unet_format not in UNET_FORMATS:
             raise SteerError(f"unet_format must be one of {UNET_FORMATS}, got {unet_format!r}")
-        plan = build_plan(preset, gradient_accumulation, numbers)
+        plan = build_plan(preset, gradient_accumulation, numbers)  # with preset custom: the custom inputs' numbers
         options = RuntimeOptions(precision=precision, gradient_checkpointing=gradient_checkpointing)
         embeddings_folder, loras_folder = _first_folder("embeddings"), _first_folder("loras")
         check_target_free(name, folder_paths.get_folder_paths("embeddings"), folder_paths.get_folder_paths("loras"), overwrite)
@@ -339,15 +323,22 @@ class SteerAttnDreamBoothLoad(io.ComfyNode):
         metadata_path = concept_metadata_files().get(name)
         if metadata_path is None:
             raise SteerError(f"no concept named {name!r}: models/loras/{name}.json is missing")
-        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-        unet_path = metadata_path.with_name(metadata.get("unet_file", f"{name}.safetensors"))
+        try:
+            metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise SteerError(f"the concept {name!r} cannot be read from {metadata_path} ({error}); train or copy it again") from None
+        # File names inside the JSON are plain names in the JSON's own folders, never paths.
+        unet_path = file_in_folder(metadata_path.parent, metadata.get("unet_file", f"{name}.safetensors"), str(metadata_path))
         if not unet_path.is_file():
             raise SteerError(f"the concept {name!r} has no UNet file: {unet_path} is missing")
-        embedding_file = metadata.get("embedding_file", f"{name}.safetensors")
-        if folder_paths.get_full_path("embeddings", embedding_file) is None:
+        embedding_file = file_in_folder("models/embeddings", metadata.get("embedding_file", f"{name}.safetensors"), str(metadata_path)).name
+        embedding_path = folder_paths.get_full_path("embeddings", embedding_file)
+        if embedding_path is None:
             raise SteerError(
                 f"the concept {name!r} has no token file: put {embedding_file} into models/embeddings (it travels with {unet_path.name})"
             )
+        for path in (unet_path, embedding_path):
+            safetensors_header(path)  # a clear error naming a truncated or corrupt file, before ComfyUI opens it
         trigger = metadata.get("trigger") or trigger_phrase(name, metadata.get("category", ""))
         return io.NodeOutput(apply_unet_file(model, unet_path, strength), clip, trigger)
 

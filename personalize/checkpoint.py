@@ -13,13 +13,16 @@ fingerprint differs (other photos, category, plan, seed or base model) is starte
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from ..safe_files import write_json, write_safetensors
+from ..errors import SteerError
+from ..safe_files import file_in_folder, read_safetensors, write_json, write_safetensors
+
+log = logging.getLogger("steer")
 
 FORMAT = "steer.attndreambooth.checkpoint/1"
 PROGRESS_FILE = "progress.json"
@@ -54,28 +57,33 @@ class CheckpointStore:
         return int(progress["stage_index"]), int(progress["step"])
 
     def load(self) -> TrainingState | None:
-        """The saved state, or None when there is none for this fingerprint."""
+        """The saved state, or None when there is none for this fingerprint. A checkpoint that
+        cannot be read whole is never used: training starts over, and the log says so."""
         progress_path = self.folder / PROGRESS_FILE
         if not progress_path.is_file():
             return None
         try:
             progress = json.loads(progress_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError) as error:
+            log.warning("steer: the training checkpoint %s is unreadable (%s); training starts over", progress_path, error)
             return None
-        if progress.get("format") != FORMAT or progress.get("fingerprint") != self.fingerprint:
+        if not isinstance(progress, dict) or progress.get("format") != FORMAT or progress.get("fingerprint") != self.fingerprint:
             return None
-        state = TrainingState(
-            stage_index=progress["stage_index"],
-            step=progress["step"],
-            history=progress["history"],
-            seconds=progress["seconds"],
-            optimizer_step=progress.get("optimizer_step", 0),
-            grad_scaler=progress.get("grad_scaler"),
-        )
-        if progress.get("weights"):
-            state.weights = load_file(str(self.folder / progress["weights"]))
-        if progress.get("optimizer"):
-            state.optimizer = load_file(str(self.folder / progress["optimizer"]))
+        try:
+            state = TrainingState(
+                stage_index=int(progress["stage_index"]),
+                step=int(progress["step"]),
+                history=list(progress["history"]),
+                seconds=float(progress["seconds"]),
+                optimizer_step=int(progress.get("optimizer_step", 0)),
+                grad_scaler=progress.get("grad_scaler"),
+            )
+            for kind in ("weights", "optimizer"):
+                if progress.get(kind):
+                    setattr(state, kind, read_safetensors(file_in_folder(self.folder, progress[kind], str(progress_path)))[0])
+        except (KeyError, TypeError, ValueError, SteerError) as error:
+            log.warning("steer: the training checkpoint in %s is unusable (%s); training starts over", self.folder, error)
+            return None
         return state
 
     def save(self, state: TrainingState) -> None:

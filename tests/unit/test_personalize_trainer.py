@@ -144,3 +144,29 @@ def test_history_and_progress_report_every_step(tokenizer_folder, images):
 def test_a_bad_category_is_refused(tokenizer_folder, images):
     with pytest.raises(SteerError, match="category"):
         train(tiny_backbone(tokenizer_folder), images, "  ", short_plan(), seed=0, options=CPU)
+
+
+@pytest.mark.parametrize("damage", ["corrupt weights", "weights named by a path", "torn progress"])
+def test_a_damaged_checkpoint_is_never_loaded_and_training_starts_over(tokenizer_folder, images, tmp_path, caplog, damage):
+    plan = short_plan(token=2, cross_attention=2, unet=0)
+    reference = train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=3, options=CPU)
+
+    def cancel_in_stage_two(stage, step, total, loss):
+        if (stage, step) == ("cross_attention", 1):
+            raise KeyboardInterrupt
+
+    store = run_store(tmp_path, tiny_backbone(tokenizer_folder), images, plan, seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=3, store=store, progress=cancel_in_stage_two, options=CPU)
+    progress_path = tmp_path / "progress.json"
+    progress = json.loads(progress_path.read_text())
+    if damage == "corrupt weights":
+        (tmp_path / progress["weights"]).write_bytes(b"\x00" * 100)
+    elif damage == "weights named by a path":
+        progress_path.write_text(json.dumps({**progress, "weights": "../" + progress["weights"]}))
+    else:
+        progress_path.write_text(progress_path.read_text()[:40])
+    with caplog.at_level("WARNING", logger="steer"):
+        again = train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=3, store=store, options=CPU)
+    assert again.resumed_at is None and again.history == reference.history
+    assert "training starts over" in caplog.text
