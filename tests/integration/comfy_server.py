@@ -298,7 +298,8 @@ class ComfyClient:
         body = {"prompt": prompt, "client_id": self.client_id, "prompt_id": str(uuid.uuid4())}
         if extra_data:
             body["extra_data"] = extra_data
-        response = self.http.post(f"{self.base_url}/prompt", json=body, timeout=60)
+        # json.dumps, not requests' json=: hostile prompts carry NaN and Infinity, which requests refuses to send.
+        response = self.http.post(f"{self.base_url}/prompt", data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=60)
         if response.status_code == 400:
             payload = response.json()
             raise PromptRejected(payload.get("error", {}), payload.get("node_errors", {}))
