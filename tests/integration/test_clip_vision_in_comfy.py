@@ -11,7 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from comfy_server import CHECKPOINT_NAME, ExecutionFailed, PromptBuilder
+from comfy_server import ExecutionFailed
+from graphs import sampling_graph
 from fixture_models import cached_clip_vision_file, run_clip_vision_probe, stage_clip_vision, stage_tiny_clip
 from unit.tiny_models import write_tiny_classifier
 
@@ -91,21 +92,13 @@ def test_model_loss_nodes_are_listed_with_inputs_and_tooltips(comfy, steer_model
 
 
 def _guided_graph(loss_factory, preset="paper", steps=3, id_prefix="", seed=3):
-    """checkpoint → CFG guider → SamplerCustomAdvanced(SteerGuidedSampler(loss)) → VAEDecode → SaveImage."""
-    b = PromptBuilder()
-    ckpt = b.node("CheckpointLoaderSimple", node_id="ckpt", ckpt_name=CHECKPOINT_NAME)
-    pos = b.node("CLIPTextEncode", node_id="pos", clip=ckpt.out(1), text="a red apple")
-    neg = b.node("CLIPTextEncode", node_id="neg", clip=ckpt.out(1), text="")
-    latent = b.node("EmptyLatentImage", node_id="latent", width=64, height=64, batch_size=1)
-    guider = b.node("CFGGuider", node_id=id_prefix + "guider", model=ckpt.out(0), positive=pos.out(0), negative=neg.out(0), cfg=3.0)
-    sigmas = b.node("BasicScheduler", node_id=id_prefix + "sigmas", model=ckpt.out(0), scheduler="normal", steps=steps, denoise=1.0)
-    noise = b.node("RandomNoise", node_id=id_prefix + "noise", noise_seed=seed)
-    loss = loss_factory(b)
-    sampler = b.node("SteerGuidedSampler", node_id=id_prefix + "steer", vae=ckpt.out(2), loss=loss.out(0), preset=preset, strength=1.0)
-    out = b.node("SamplerCustomAdvanced", node_id=id_prefix + "sample", noise=noise.out(0), guider=guider.out(0), sampler=sampler.out(0), sigmas=sigmas.out(0), latent_image=latent.out(0))
-    decoded = b.node("VAEDecode", node_id=id_prefix + "decode", samples=out.out(0), vae=ckpt.out(2))
-    b.node("SaveImage", node_id=id_prefix + "save", images=decoded.out(0), filename_prefix="steer_model_loss")
-    return b
+    """The shared sampling graph with SteerGuidedSampler(loss) as its sampler."""
+
+    def steer(b, ckpt):
+        loss = loss_factory(b)
+        return b.node("SteerGuidedSampler", node_id=id_prefix + "steer", vae=ckpt.out(2), loss=loss.out(0), preset=preset, strength=1.0)
+
+    return sampling_graph(steer, seed=seed, steps=steps, prefix="steer_model_loss", id_prefix=id_prefix)[0]
 
 
 def _hf_losses(style_reference, clip_precision):

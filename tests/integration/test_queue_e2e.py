@@ -7,7 +7,7 @@ import numpy as np
 import requests
 from PIL import Image
 
-from comfy_server import CHECKPOINT_NAME, REPO_ROOT
+from comfy_server import CHECKPOINT_NAME
 from workflow_files import API_DIR, TEST_SIZE
 
 WORKFLOW = API_DIR / "color_guidance.json"
