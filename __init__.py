@@ -6,6 +6,7 @@ ComfyUI's loader reads that V1 mapping when it exists and then never calls comfy
 Outside ComfyUI (pip install, tests, the `steer` command) the algorithms in guidance/ and
 personalize/ import on their own and no node is registered.
 """
+
 import importlib.util
 
 if importlib.util.find_spec("comfy") is not None and importlib.util.find_spec("comfy_api") is not None:

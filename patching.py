@@ -4,6 +4,7 @@ there (including "nothing on the instance, the class's own"), in reverse order, 
 ComfyUI's modules have no switch for what Steer needs (checkpointing, out-of-place CLIP layers,
 re-materialised weights), so the adapters patch instances, never classes, and only in scope.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager

@@ -12,12 +12,13 @@ truncated, empty or corrupt file, or one claiming absurd sizes, is a SteerError 
 `file_in_folder` reads a file name found inside one of our files (a concept JSON) as a plain name
 inside its own folder, never as a path.
 """
+
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import struct
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,8 +40,23 @@ def is_pickle(name: str | Path) -> bool:
 
 
 # Bytes per element of each safetensors dtype.
-_DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_DTYPE_SIZES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 _MAX_HEADER_BYTES = 100 * 2**20  # the safetensors library's own limit
 
 
@@ -50,8 +66,9 @@ def safetensors_header(path: str | Path) -> dict:
     path = Path(path)
 
     def corrupt(reason: str) -> SteerError:
-        return SteerError(f"{path} is not a readable safetensors file ({reason}); it is truncated or corrupt: "
-                          "download, export or train it again")
+        return SteerError(
+            f"{path} is not a readable safetensors file ({reason}); it is truncated or corrupt: download, export or train it again"
+        )
 
     try:
         size = path.stat().st_size
@@ -98,8 +115,9 @@ def file_in_folder(folder: str | Path, name, what: str) -> Path:
     """`folder / name` for a file name read from one of our files, refusing anything but a plain
     name (no folders, no "..", no drive or root) so a file can never point outside its folder."""
     if not isinstance(name, str) or not name or name in (".", "..") or name != Path(name).name or "\\" in name or "\0" in name:
-        raise SteerError(f"{what} names the file {name!r}, which is not a plain file name in {folder}; "
-                         "fix or re-export the file that names it")
+        raise SteerError(
+            f"{what} names the file {name!r}, which is not a plain file name in {folder}; fix or re-export the file that names it"
+        )
     return Path(folder) / name
 
 

@@ -16,6 +16,7 @@ The command line (`steer queue`) lives in cli/queue.py.
 
 Needs only `requests` and `websocket-client` (and optionally comfy-cli); never imports torch or ComfyUI.
 """
+
 from .api import load_api_workflow, plan_jobs, run_batch
 from .convert import convert_to_api
 from .manifest import Manifest

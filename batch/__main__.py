@@ -3,6 +3,7 @@
 The command line lives in the front end (cli/queue.py), which the engine never imports; so this alias replaces the
 process with `python -m steer.cli queue …` (same process id, so Ctrl-C and SIGTERM reach it as before).
 """
+
 import os
 import subprocess
 import sys

@@ -1,8 +1,9 @@
 """The Python API of `steer queue`: plan a sweep of a workflow, and run it.
 
-    from steer.batch import run_batch
-    summary = run_batch("wf.json", ["noise_seed=1..4"], servers=["http://127.0.0.1:8188"], out_dir="out")
+from steer.batch import run_batch
+summary = run_batch("wf.json", ["noise_seed=1..4"], servers=["http://127.0.0.1:8188"], out_dir="out")
 """
+
 from __future__ import annotations
 
 import json

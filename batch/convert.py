@@ -20,6 +20,7 @@ queues (comfy-cli would keep the target's own saved value). Known differences le
 not exercise: comfy-cli fills an input missing from widgets_values
 with the server's default, wraps list values as {"__value__": [...]} and matches combo values case-insensitively.
 """
+
 from __future__ import annotations
 
 import copy
@@ -135,7 +136,7 @@ def _dynamic_prompts(workflow: dict, info) -> list[str]:
                 problems.append(
                     f"{where} input {name!r}: {value[:60]!r} uses the frontend's dynamic-prompt syntax ({{a|b}}, comments), "
                     "which picks at random each time the frontend queues it; sweep the options with --set instead "
-                    "(e.g. --set \"text=@prompts.txt\"), or export the workflow in API format"
+                    '(e.g. --set "text=@prompts.txt"), or export the workflow in API format'
                 )
     return problems
 

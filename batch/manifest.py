@@ -5,6 +5,7 @@ place, so an interrupted batch leaves a manifest that lists exactly the jobs tha
 goes out in one ``write`` with SIGINT held back, and readers skip a line that does not parse (a
 torn line after a power cut), so the file always reads as whole records.
 """
+
 from __future__ import annotations
 
 import json

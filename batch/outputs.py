@@ -3,6 +3,7 @@
 Each file is written as `.NAME.part` and renamed into place, so the folder never holds half a file under its real
 name; the runner removes leftover `.part` files when a run ends.
 """
+
 from __future__ import annotations
 
 import os

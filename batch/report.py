@@ -3,6 +3,7 @@
 The runner knows nothing of terminals; the `steer queue` front end passes cli.progress.QueueProgress, which draws a
 bar. The Python API's default, LineReporter, prints the messages and ignores the snapshots.
 """
+
 from __future__ import annotations
 
 import sys

@@ -7,6 +7,7 @@ per finished job; a run skips the jobs the manifest lists as done. A server that
 re-queued on the others. KeyboardInterrupt takes our prompts off the servers' queues and leaves the manifest
 listing exactly the finished jobs. What it has to say goes to a Reporter (report.py).
 """
+
 from __future__ import annotations
 
 import queue as queue_module
@@ -319,17 +320,31 @@ class BatchRunner:
         seconds = time.monotonic() - (running.started or running.submitted)
         if "execution_error" in messages or status.get("status_str") == "error":
             error = messages.get("execution_error", {})
-            text = (f"node {error.get('node_id')} ({error.get('node_type')}) raised {error.get('exception_type')}: "
-                    f"{error.get('exception_message', '').strip()}")
+            text = (
+                f"node {error.get('node_id')} ({error.get('node_type')}) raised {error.get('exception_type')}: "
+                f"{error.get('exception_message', '').strip()}"
+            )
             self.reporter.message(f"{job.label()} failed on {server.name}: {text}")
             where = {key: error.get(key) for key in ("node_id", "node_type", "exception_type")}
-            self._write(job, FAILED, server=server, prompt_id=running.prompt_id, seconds=seconds,
-                        error={"type": "execution", "message": text, **where})
+            self._write(
+                job,
+                FAILED,
+                server=server,
+                prompt_id=running.prompt_id,
+                seconds=seconds,
+                error={"type": "execution", "message": text, **where},
+            )
             return
         if "execution_interrupted" in messages:
             self.reporter.message(f"{job.label()} was interrupted on {server.name}")
-            self._write(job, FAILED, server=server, prompt_id=running.prompt_id, seconds=seconds,
-                        error={"type": "interrupted", "message": "interrupted on the server"})
+            self._write(
+                job,
+                FAILED,
+                server=server,
+                prompt_id=running.prompt_id,
+                seconds=seconds,
+                error={"type": "interrupted", "message": "interrupted on the server"},
+            )
             return
         try:
             files = download_outputs(server.conn, job, entry.get("outputs") or {}, self.out_dir, self.outputs)
@@ -338,8 +353,9 @@ class BatchRunner:
             self._mark_down(server, str(error))
             return
         except Exception as error:  # a missing file, a full disk...
-            self._write(job, FAILED, server=server, prompt_id=running.prompt_id, seconds=seconds,
-                        error={"type": "download", "message": str(error)})
+            self._write(
+                job, FAILED, server=server, prompt_id=running.prompt_id, seconds=seconds, error={"type": "download", "message": str(error)}
+            )
             self.reporter.message(f"{job.label()}: could not save its outputs: {error}")
             return
         server.done += 1

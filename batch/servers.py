@@ -5,6 +5,7 @@ server sends their execution and progress events to this client's WebSocket; tho
 on a shared queue for the scheduler. Without a WebSocket (it failed, or the server has none) the
 scheduler falls back to polling /history.
 """
+
 from __future__ import annotations
 
 import json
@@ -96,7 +97,10 @@ class ComfyConnection:
                 payload = response.json()
             except ValueError:
                 payload = {"error": {"message": response.text[:500]}}
-            raise PromptRejected(payload.get("error") if isinstance(payload.get("error"), dict) else {"message": str(payload.get("error"))}, payload.get("node_errors", {}))
+            raise PromptRejected(
+                payload.get("error") if isinstance(payload.get("error"), dict) else {"message": str(payload.get("error"))},
+                payload.get("node_errors", {}),
+            )
         response.raise_for_status()
         return response.json()["prompt_id"]
 
@@ -105,7 +109,9 @@ class ComfyConnection:
         return self.get_json(f"/history/{prompt_id}").get(prompt_id, {})
 
     def view(self, filename: str, subfolder: str = "", folder_type: str = "output") -> bytes:
-        response = self._request("GET", "/view", params={"filename": filename, "subfolder": subfolder, "type": folder_type}, timeout=max(self.timeout, 120))
+        response = self._request(
+            "GET", "/view", params={"filename": filename, "subfolder": subfolder, "type": folder_type}, timeout=max(self.timeout, 120)
+        )
         response.raise_for_status()
         return response.content
 

@@ -1,4 +1,5 @@
 """What the batch runner keeps about a run: each server, each job on a server, and the summary it returns."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -21,6 +21,7 @@ Values take the type of the input's current value in the workflow (int, float, b
 Several `--set` combine as a product (the first varies slowest), or with `zip` side by side
 (lists of one value are repeated).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -200,7 +201,9 @@ def resolve_node(prompt: dict, override: Override) -> str:
         if not owners:
             raise SweepError(f"--set {override.text!r}: no node in the workflow has an input {override.input!r}")
         described = ", ".join(f"{i} ({prompt[i].get('class_type')})" for i in owners)
-        raise SweepError(f"--set {override.text!r}: several nodes have an input {override.input!r}: {described}; write NODE.inputs.{override.input}")
+        raise SweepError(
+            f"--set {override.text!r}: several nodes have an input {override.input!r}: {described}; write NODE.inputs.{override.input}"
+        )
     if override.node in prompt:
         return override.node
     for what, get in (("title", lambda n: (n.get("_meta") or {}).get("title")), ("class type", lambda n: n.get("class_type"))):
@@ -208,7 +211,10 @@ def resolve_node(prompt: dict, override: Override) -> str:
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise SweepError(f"--set {override.text!r}: {len(matches)} nodes have the {what} {override.node!r} (ids {', '.join(matches)}); use the node id")
+            raise SweepError(
+                f"--set {override.text!r}: {len(matches)} nodes have the {what} {override.node!r} (ids {', '.join(matches)}); use "
+                "the node id"
+            )
     nodes = ", ".join(f"{i} ({n.get('class_type')})" for i, n in prompt.items())
     raise SweepError(f"--set {override.text!r}: no node with id, title or class type {override.node!r}; nodes: {nodes}")
 

@@ -6,6 +6,7 @@
 problems (empty when the file is valid). `ui_to_api` converts the way the frontend's "Export (API)" does, for the
 workflows without subgraphs; convert.py uses comfy-cli's converter instead when it is installed.
 """
+
 from __future__ import annotations
 
 from .workflow import (

@@ -8,6 +8,7 @@
 `check_api` returns a list of readable problems (empty when the file is valid); `diff_api` compares two API
 graphs. Only the standard library is used, so this runs anywhere.
 """
+
 from __future__ import annotations
 
 import json
@@ -175,7 +176,13 @@ def check_value(spec: InputSpec, value, where: str) -> list[str]:
 
 
 def is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and isinstance(value[1], int) and not isinstance(value[1], bool)
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], (str, int))
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+    )
 
 
 def is_ui_format(data) -> bool:
@@ -219,13 +226,19 @@ def check_api(prompt: dict, object_info) -> list[str]:
                     continue  # reported at the source
                 source_spec = info.spec(source["class_type"])
                 if not 0 <= index < len(source_spec.outputs):
-                    problems.append(f"{at}: links to output {index} of node {source_id} ({source_spec.class_type}), which has {len(source_spec.outputs)} outputs")
+                    problems.append(
+                        f"{at}: links to output {index} of node {source_id} ({source_spec.class_type}), which has "
+                        f"{len(source_spec.outputs)} outputs"
+                    )
                     continue
                 out_type = source_spec.outputs[index]
                 if isinstance(out_type, list):
                     out_type = "COMBO"
                 if not types_compatible(out_type, input_spec.type):
-                    problems.append(f"{at}: expects {input_spec.type} but is linked to {out_type} (output {index} of node {source_id}, {source_spec.class_type})")
+                    problems.append(
+                        f"{at}: expects {input_spec.type} but is linked to {out_type} (output {index} of node {source_id}, "
+                        f"{source_spec.class_type})"
+                    )
             elif not input_spec.is_widget:
                 problems.append(f"{at}: expects a link to a {input_spec.type} output, got the value {value!r}")
             else:

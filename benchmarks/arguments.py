@@ -1,4 +1,5 @@
 """The benchmarks' options, apart from the benchmarks so `steer --help` loads no torch."""
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ Claims (Shen et al. 2024):
   3. time travel helps: a higher judge hit-rate than the same method without it.
 Nothing is tuned here: each method runs at its preset's defaults.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ import torch
 
 from ..digits import experiment
 from ..digits import model as digits
-from ..guidance.config import GuidanceConfig
 from ..errors import SteerError
+from ..guidance.config import GuidanceConfig
 from .methods import standard_methods
 
 
@@ -54,8 +55,11 @@ def run(per_class: int, step_counts: list[int], seed: int, log=print, only: list
                     "seconds_per_sample": scores.seconds_per_sample,
                 }
             )
-            log(f"  {steps:>3} steps  {name:<32} judge {scores.judge_hit_rate:6.1%}  outsider {scores.outsider_hit_rate:6.1%}  guide {scores.guide_hit_rate:6.1%}  "
-                f"Fréchet {scores.frechet:7.2f}  ({time.perf_counter() - start:.0f} s)")
+            log(
+                f"  {steps:>3} steps  {name:<32} judge {scores.judge_hit_rate:6.1%}  outsider {scores.outsider_hit_rate:6.1%}  "
+                f"guide {scores.guide_hit_rate:6.1%}  "
+                f"Fréchet {scores.frechet:7.2f}  ({time.perf_counter() - start:.0f} s)"
+            )
     return rows
 
 
@@ -69,46 +73,57 @@ def claims(rows: list[dict]) -> list[dict]:
     for steps in step_counts:
         gap, gap_without = get("paper", steps, "guide_judge_gap"), get("paper − augmentation", steps, "guide_judge_gap")
         judge, judge_without = get("paper", steps, "judge_hit_rate"), get("paper − augmentation", steps, "judge_hit_rate")
-        out.append({
-            "claim": "random augmentation fights adversarial gradients",
-            "steps": steps,
-            "reproduced": gap < gap_without and judge >= judge_without,
-            "numbers": f"guide−judge gap {gap:+.1%} with vs {gap_without:+.1%} without; judge {judge:.1%} vs {judge_without:.1%}",
-        })
+        out.append(
+            {
+                "claim": "random augmentation fights adversarial gradients",
+                "steps": steps,
+                "reproduced": gap < gap_without and judge >= judge_without,
+                "numbers": f"guide−judge gap {gap:+.1%} with vs {gap_without:+.1%} without; judge {judge:.1%} vs {judge_without:.1%}",
+            }
+        )
     polyak, freedom_step = get("paper", few, "judge_hit_rate"), get("paper − Polyak (FreeDoM step)", few, "judge_hit_rate")
-    out.append({
-        "claim": "the Polyak step converges in fewer steps",
-        "steps": few,
-        "reproduced": polyak > freedom_step,
-        "numbers": f"judge at {few} steps: {polyak:.1%} with Polyak vs {freedom_step:.1%} with FreeDoM's step",
-    })
+    out.append(
+        {
+            "claim": "the Polyak step converges in fewer steps",
+            "steps": few,
+            "reproduced": polyak > freedom_step,
+            "numbers": f"judge at {few} steps: {polyak:.1%} with Polyak vs {freedom_step:.1%} with FreeDoM's step",
+        }
+    )
     for steps in step_counts:
         tt, no_tt = get("paper", steps, "judge_hit_rate"), get("paper − time travel", steps, "judge_hit_rate")
-        out.append({
-            "claim": "time travel helps",
-            "steps": steps,
-            "reproduced": tt > no_tt,
-            "numbers": f"judge {tt:.1%} with vs {no_tt:.1%} without",
-        })
+        out.append(
+            {
+                "claim": "time travel helps",
+                "steps": steps,
+                "reproduced": tt > no_tt,
+                "numbers": f"judge {tt:.1%} with vs {no_tt:.1%} without",
+            }
+        )
     # The same two tests on the method without augmentation (harmful here, so it confounds them).
     base = "paper − augmentation"
     polyak, freedom_step = get(base, few, "judge_hit_rate"), get(f"{base} − Polyak (FreeDoM step)", few, "judge_hit_rate")
     polyak_fd, freedom_fd = get(base, few, "frechet"), get(f"{base} − Polyak (FreeDoM step)", few, "frechet")
-    out.append({
-        "claim": "the Polyak step converges in fewer steps (without augmentation)",
-        "steps": few,
-        "reproduced": polyak > freedom_step,
-        "numbers": f"judge at {few} steps: {polyak:.1%} with Polyak vs {freedom_step:.1%} with FreeDoM's step (Fréchet {polyak_fd:.1f} vs {freedom_fd:.1f})",
-    })
+    out.append(
+        {
+            "claim": "the Polyak step converges in fewer steps (without augmentation)",
+            "steps": few,
+            "reproduced": polyak > freedom_step,
+            "numbers": f"judge at {few} steps: {polyak:.1%} with Polyak vs {freedom_step:.1%} with FreeDoM's step (Fréchet "
+            f"{polyak_fd:.1f} vs {freedom_fd:.1f})",
+        }
+    )
     for steps in step_counts:
         tt, no_tt = get(base, steps, "judge_hit_rate"), get(f"{base} − time travel", steps, "judge_hit_rate")
         tt_fd, no_tt_fd = get(base, steps, "frechet"), get(f"{base} − time travel", steps, "frechet")
-        out.append({
-            "claim": "time travel helps (without augmentation)",
-            "steps": steps,
-            "reproduced": tt > no_tt or (tt == no_tt and tt_fd < no_tt_fd),
-            "numbers": f"judge {tt:.1%} with vs {no_tt:.1%} without (Fréchet {tt_fd:.1f} vs {no_tt_fd:.1f})",
-        })
+        out.append(
+            {
+                "claim": "time travel helps (without augmentation)",
+                "steps": steps,
+                "reproduced": tt > no_tt or (tt == no_tt and tt_fd < no_tt_fd),
+                "numbers": f"judge {tt:.1%} with vs {no_tt:.1%} without (Fréchet {tt_fd:.1f} vs {no_tt_fd:.1f})",
+            }
+        )
     return out
 
 
@@ -142,4 +157,3 @@ def execute(args) -> int:
     if args.markdown:
         args.markdown.write_text(table + "\n")
     return 0
-

@@ -14,6 +14,7 @@ included, as on a GPU).
 
     COMFYUI_PATH=/opt/ComfyUI steer bench [--json FILE] [--repeats 3] [--latent 32]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,140 +30,14 @@ from pathlib import Path
 
 import torch
 
-from ..guidance.augment import AugmentConfig, RandomAugment, augmented_loss
 from ..errors import SteerError
+from ..guidance.augment import AugmentConfig, augmented_loss
 from .arguments import add_guidance_bench_arguments
-from .guidance_cost_modes import AUGMENT_COPIES, MEMORY_MODES, MODES, Mode
+from .clock import synchronize
+from .guidance_cost_modes import AUGMENT_COPIES, MEMORY_MODES, MODES
+from .guidance_cost_setup import CFG, Bench, comfy_sd
 from .guidance_cost_table import build_rows, markdown
 from .peak_memory import PeakRSS
-
-# ComfyUI's detected-config form of the SD1.5 UNet (what model_detection returns for a v1-5 checkpoint).
-SD15_UNET_CONFIG = {
-    "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False, "adm_in_channels": None,
-    "in_channels": 4, "out_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
-    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-    "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 768,
-    "use_temporal_resblock": False, "use_temporal_attention": False,
-}
-# CLIP ViT-B/16, the guidance network of Shen et al.'s Table 6 (5.5 % for |T| = 10).
-CLIP_B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16, projection_dim=512)
-CFG = 7.5
-
-
-class NaiveAugmentedLoss:
-    """The loss over `copies` augmented views, scored one view per loss call (what a straightforward
-    implementation does), averaged. Steer itself batches the views through one call."""
-
-    def __init__(self, loss, copies: int):
-        self.loss, self.copies, self.name = loss, copies, loss.name
-        self.augment = RandomAugment(AugmentConfig(copies=1))
-
-    def __call__(self, images):
-        return sum(augmented_loss(self.loss, images, self.augment) for _ in range(self.copies)) / self.copies
-
-
-class Bench:
-    """The models, built once: ComfyUI's patcher and VAE, the CLIP loss, conditioning and latents."""
-
-    def __init__(self, latent: int, workdir: Path):
-        comfy_sd()
-        import comfy.model_management
-        import comfy.samplers
-        import comfy.sd
-        import folder_paths
-
-        self.comfy_sd, self.samplers, self.mm = comfy.sd, comfy.samplers, comfy.model_management
-        from . import random_checkpoints as fixture
-        import comfy as comfy_pkg
-        import comfy.ldm.models.autoencoder  # noqa: F401  (the fixture builders reach these as comfy_pkg.*)
-        import comfy.ldm.modules.diffusionmodules.openaimodel  # noqa: F401
-        import comfy.model_detection  # noqa: F401
-        import comfy.ops  # noqa: F401
-        import comfy.supported_models  # noqa: F401
-
-        began = time.perf_counter()
-        torch.manual_seed(0)
-        self.model = self._build_unet(comfy_pkg, fixture)
-        self.unet_parameters = sum(p.numel() for p in self.model.model.diffusion_model.parameters())
-        torch.manual_seed(1)
-        vae_sd = {k.removeprefix("first_stage_model."): v for k, v in fixture.build_vae_state_dict(comfy_pkg).items()}
-        self.vae = comfy.sd.VAE(sd=vae_sd)
-        del vae_sd
-        self._write_taesd(comfy_pkg, fixture, workdir / "vae_approx")
-        folder_paths.add_model_folder_path("vae_approx", str(workdir / "vae_approx"))
-        self.loss = self._clip_loss(workdir / "clip_b16")
-        self.build_seconds = time.perf_counter() - began
-
-        device = self.mm.get_torch_device()
-        generator = torch.Generator().manual_seed(0)
-        self.positive = [[torch.randn(1, 77, 768, generator=generator), {}]]
-        self.negative = [[torch.randn(1, 77, 768, generator=generator), {}]]
-        self.noise = torch.randn(1, 4, latent, latent, generator=generator)
-        self.latent = torch.zeros(1, 4, latent, latent)
-        schedule = comfy.samplers.calculate_sigmas(self.model.get_model_object("model_sampling"), "normal", 20).cpu()
-        self.sigmas = schedule[8:11]  # two steps from the middle of a 20-step schedule
-        self.device = device
-
-    def _build_unet(self, comfy_pkg, fixture):
-        model_config = comfy_pkg.model_detection.model_config_from_unet_config(dict(SD15_UNET_CONFIG))
-        unet = comfy_pkg.ldm.modules.diffusionmodules.openaimodel.UNetModel(**model_config.unet_config, operations=comfy_pkg.ops.disable_weight_init)
-        fixture.init_randomly(unet)
-        state = unet.state_dict()
-        del unet
-        patcher = self.comfy_sd.load_diffusion_model_state_dict(state)
-        if patcher is None or type(patcher.model.model_config).__name__ != "SD15":
-            raise SteerError("ComfyUI did not detect the benchmark UNet as SD1.5")
-        return patcher
-
-    @staticmethod
-    def _write_taesd(comfy_pkg, fixture, folder: Path):
-        from comfy.taesd.taesd import Decoder
-        from safetensors.torch import save_file
-
-        torch.manual_seed(2)
-        decoder = Decoder(latent_channels=4)
-        fixture.init_randomly(decoder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(folder / "taesd_decoder.safetensors"))
-
-    @staticmethod
-    def _clip_loss(folder: Path):
-        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-        from ..guidance.hf_models import load_guidance_model
-        from ..guidance.losses.clip import CLIPImageLoss, HFCLIPEncoder
-
-        torch.manual_seed(3)
-        folder.mkdir(parents=True, exist_ok=True)
-        CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_B16)).eval().save_pretrained(folder)
-        (folder / "preprocessor_config.json").write_text(json.dumps({
-            "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": 224},
-            "do_center_crop": True, "crop_size": {"height": 224, "width": 224}, "do_rescale": True, "rescale_factor": 1 / 255,
-            "do_normalize": True, "image_mean": [0.4815, 0.4578, 0.4082], "image_std": [0.2686, 0.2613, 0.2758], "resample": 3,
-        }))
-        encoder = HFCLIPEncoder(load_guidance_model(folder, precision="auto"))
-        return CLIPImageLoss(encoder, torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(4)))
-
-    def sampler(self, mode: Mode):
-        if mode.config is None:
-            return self.samplers.sampler_object("euler")
-        from ..guidance.trace import GuidanceTrace
-        from ..nodes.comfy_guidance import make_sampler
-
-        loss = NaiveAugmentedLoss(self.loss, mode.naive_augment) if mode.naive_augment else self.loss
-        return make_sampler(self.vae, loss, mode.config, GuidanceTrace(label=mode.name), loss_decoder=mode.loss_decoder, checkpointing=mode.checkpointing)
-
-    def seconds_per_step(self, mode: Mode) -> float:
-        guider = self.samplers.CFGGuider(self.model)
-        guider.set_conds(self.positive, self.negative)
-        guider.set_cfg(CFG)
-        sampler = self.sampler(mode)
-        with torch.inference_mode():
-            _synchronize(self.device)
-            began = time.perf_counter()
-            guider.sample(self.noise, self.latent, sampler, self.sigmas, disable_pbar=True, seed=0)
-            _synchronize(self.device)
-        return (time.perf_counter() - began) / (len(self.sigmas) - 1)
 
 
 def measure_components(bench: Bench, repeats: int, log) -> dict[str, float]:
@@ -194,6 +69,7 @@ def measure_components(bench: Bench, repeats: int, log) -> dict[str, float]:
                 images = decode(z)
                 values = augmented_loss(bench.loss, images, augment if copies else None)
                 torch.autograd.grad(values.sum(), z)
+
         return run
 
     def loss_only(copies=0):
@@ -203,6 +79,7 @@ def measure_components(bench: Bench, repeats: int, log) -> dict[str, float]:
             leaf = images.clone().requires_grad_(True)
             with torch.enable_grad():
                 torch.autograd.grad(augmented_loss(bench.loss, leaf, augment if copies else None).sum(), leaf)
+
         return run
 
     parts = {
@@ -217,10 +94,10 @@ def measure_components(bench: Bench, repeats: int, log) -> dict[str, float]:
         for name, run in parts.items():
             samples = []
             for index in range(repeats + 1):
-                _synchronize(device)
+                synchronize(device)
                 began = time.perf_counter()
                 run()
-                _synchronize(device)
+                synchronize(device)
                 if index:
                     samples.append(time.perf_counter() - began)
             seconds[name] = statistics.median(samples)
@@ -246,11 +123,6 @@ def floors(components: dict[str, float], unguided_step: float) -> dict[str, floa
     }
 
 
-def _synchronize(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 def measure_times(bench: Bench, names: list[str], repeats: int, log) -> dict[str, list[float]]:
     times = {name: [] for name in names}
     for round_index in range(repeats + 1):  # round 0 warms up (first-call allocations, model loading)
@@ -274,7 +146,17 @@ def measure_cuda_memory(bench: Bench, names: list[str]) -> dict[str, float]:
 
 def measure_cpu_memory(name: str, latent: int, threads: int) -> dict:
     """Peak RSS of one step of `name` in a fresh process (a process's freed memory stays mapped)."""
-    command = [sys.executable, "-m", "steer.benchmarks.guidance_cost", "--memory-probe", name, "--latent", str(latent), "--threads", str(threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "steer.benchmarks.guidance_cost",
+        "--memory-probe",
+        name,
+        "--latent",
+        str(latent),
+        "--threads",
+        str(threads),
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=3600)
     if completed.returncode != 0:
         raise SteerError(f"memory probe for {name} failed:\n{completed.stderr[-3000:]}")
@@ -290,15 +172,6 @@ def memory_probe(name: str, latent: int) -> None:
         with PeakRSS() as peak:
             bench.seconds_per_step(MODES[name])
     print(json.dumps({"mode": name, "before_mib": resident / 2**20, "peak_mib": peak.peak / 2**20}))
-
-
-NEEDS_COMFYUI = "steer bench runs the models through ComfyUI's own loaders and samplers: set COMFYUI_PATH to a ComfyUI checkout"
-
-
-def comfy_sd():
-    from ..cli.comfy_bootstrap import import_comfyui
-
-    return import_comfyui(missing=NEEDS_COMFYUI)
 
 
 def training_ratio(repeats: int, log) -> dict | None:
@@ -320,7 +193,10 @@ def training_ratio(repeats: int, log) -> dict | None:
 def machine() -> str:
     if torch.cuda.is_available():
         return f"CUDA {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return (
+        f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}"
+    )
 
 
 def execute(args) -> int:
@@ -329,8 +205,11 @@ def execute(args) -> int:
     names = list(MODES)
     with tempfile.TemporaryDirectory(prefix="steer-bench-") as tmp:
         bench = Bench(args.latent, Path(tmp))
-        log(f"built SD1.5 UNet ({bench.unet_parameters / 1e6:.0f} M parameters), SD VAE, CLIP ViT-B/16, TAESD in {bench.build_seconds:.0f} s; "
-            f"latent {args.latent}² (images {args.latent * 8} px), batch 1, CFG {CFG}, on {bench.device}")
+        log(
+            f"built SD1.5 UNet ({bench.unet_parameters / 1e6:.0f} M parameters), SD VAE, CLIP ViT-B/16, TAESD in "
+            f"{bench.build_seconds:.0f} s; "
+            f"latent {args.latent}² (images {args.latent * 8} px), batch 1, CFG {CFG}, on {bench.device}"
+        )
         times = measure_times(bench, names, args.repeats, log)
         components = measure_components(bench, args.repeats, log)
         floor = floors(components, statistics.median(times["unguided"]))
@@ -347,12 +226,28 @@ def execute(args) -> int:
             log(f"  memory {name:26s} peak {probe['peak_mib']:.0f} MiB (before the step {probe['before_mib']:.0f} MiB)")
     training = None if args.no_training else training_ratio(args.repeats, log)
     rows = build_rows(times, memory, training, floor)
-    print(f"Steer guidance cost: {machine()}; SD1.5 UNet + SD VAE at latent {args.latent}² (random weights), CLIP ViT-B/16 loss; "
-          f"median of {args.repeats} repeats, modes interleaved")
+    print(
+        f"Steer guidance cost: {machine()}; SD1.5 UNet + SD VAE at latent {args.latent}² (random weights), CLIP ViT-B/16 loss; "
+        f"median of {args.repeats} repeats, modes interleaved"
+    )
     print(markdown(rows))
     if args.json:
-        args.json.write_text(json.dumps({"device": device, "machine": machine(), "latent": args.latent, "repeats": args.repeats,
-                                         "seconds_per_step": {k: v for k, v in times.items()}, "component_seconds": components, "memory_mib": memory, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "device": device,
+                    "machine": machine(),
+                    "latent": args.latent,
+                    "repeats": args.repeats,
+                    "seconds_per_step": {k: v for k, v in times.items()},
+                    "component_seconds": components,
+                    "memory_mib": memory,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

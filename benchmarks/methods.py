@@ -1,4 +1,5 @@
 """The methods every quality benchmark compares: the presets and the ablations of the paper's method."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,6 +36,8 @@ def standard_methods(without_augmentation: bool = False, scaled_augmentation: bo
     if without_augmentation:
         # The Polyak and time-travel ablations again without augmentation, which can confound them.
         no_aug = out[PAPER_MINUS_AUGMENTATION]
-        out[f"{PAPER_MINUS_AUGMENTATION} − Polyak (FreeDoM step)"] = dataclasses.replace(no_aug, step_rule=FREEDOM_STEP.step_rule, scale=FREEDOM_STEP.scale)
+        out[f"{PAPER_MINUS_AUGMENTATION} − Polyak (FreeDoM step)"] = dataclasses.replace(
+            no_aug, step_rule=FREEDOM_STEP.step_rule, scale=FREEDOM_STEP.scale
+        )
         out[f"{PAPER_MINUS_AUGMENTATION} − time travel"] = dataclasses.replace(no_aug, time_travel=TimeTravel(repeats=1))
     return out

@@ -1,4 +1,5 @@
 """Peak resident memory of this process, sampled while a block runs."""
+
 from __future__ import annotations
 
 import threading

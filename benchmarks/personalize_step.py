@@ -8,6 +8,7 @@ is downloaded.
     python -m steer.benchmarks.personalize_step                 # small SD-shaped UNet on the CPU
     python -m steer.benchmarks.personalize_step --device cuda --size sd15 --batch 8 --latent 64
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,11 @@ def main() -> None:
     backbone.cache_latents(images.all_views())
     backbone.set_gradient_checkpointing(args.checkpointing)
     results = measure(backbone, images, explicit_attention(backbone), args.batch, args.repeats, AMP[args.amp])
-    print_results(f"UNet {args.size}, batch {args.batch}, latent {args.latent}², {args.device}, {args.amp}, "
-                  f"checkpointing {args.checkpointing}, median of {args.repeats}", results)
+    print_results(
+        f"UNet {args.size}, batch {args.batch}, latent {args.latent}², {args.device}, {args.amp}, "
+        f"checkpointing {args.checkpointing}, median of {args.repeats}",
+        results,
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ tiny SD1.5-shaped one). Compare with personalize_step.py (the diffusers backend)
     COMFYUI_PATH=/opt/ComfyUI python -m steer.benchmarks.personalize_step_comfy          # tiny checkpoint, CPU
     COMFYUI_PATH=... python -m steer.benchmarks.personalize_step_comfy --checkpoint v1-5.safetensors --batch 8 --latent 64 --amp bf16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,9 @@ def explicit_self_attention(q, k, v, extra_options):
     return merge_heads(probabilities @ vh)
 
 
-def measure_checkpoint(path: Path, batch: int, latent: int, repeats: int, amp: torch.dtype | None, checkpointing: bool,
-                       force_cpu: bool = False):
+def measure_checkpoint(
+    path: Path, batch: int, latent: int, repeats: int, amp: torch.dtype | None, checkpointing: bool, force_cpu: bool = False
+):
     """(results by variant, architecture, device) for a single-file checkpoint."""
     comfy_sd = import_comfyui(force_cpu=force_cpu)
     from steer.nodes.comfy_personalize import ComfyBackbone
@@ -59,9 +61,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     path = Path(args.checkpoint) if args.checkpoint else tiny_sd15_checkpoint()
-    results, architecture, device = measure_checkpoint(path, args.batch, args.latent, args.repeats, AMP[args.amp], args.checkpointing, args.cpu)
-    print_results(f"ComfyUI backend: {path.name} ({architecture}), batch {args.batch}, latent {args.latent}², {device}, {args.amp}, "
-                  f"checkpointing {args.checkpointing}, median of {args.repeats}", results)
+    results, architecture, device = measure_checkpoint(
+        path, args.batch, args.latent, args.repeats, AMP[args.amp], args.checkpointing, args.cpu
+    )
+    print_results(
+        f"ComfyUI backend: {path.name} ({architecture}), batch {args.batch}, latent {args.latent}², {device}, {args.amp}, "
+        f"checkpointing {args.checkpointing}, median of {args.repeats}",
+        results,
+    )
 
 
 if __name__ == "__main__":

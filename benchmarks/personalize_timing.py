@@ -9,6 +9,7 @@ side by side, for personalize_step.py (diffusers backend) and personalize_step_c
 
 The variants take turns step by step, so a change in machine load (a shared CPU) hits all alike.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,7 @@ import torch
 from ..personalize.data import MIN_IMAGES, TrainingImages
 from ..personalize.stages import OFFICIAL, PARAMETER_GROUPS, UNET, RegularizerWeights
 from ..personalize.training_step import TrainingStep, step_batch, trainable_group
+from .clock import synchronize
 
 VARIANTS = ("plain", "capture", "official")
 AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -41,13 +43,12 @@ def bench_images(resolution: int) -> TrainingImages:
     return TrainingImages(photos, resolution, views_per_image=1, view_seed=SEED)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def measure(
-    backbone, images: TrainingImages, explicit_self_attention: Callable[[], AbstractContextManager], batch: int, repeats: int,
+    backbone,
+    images: TrainingImages,
+    explicit_self_attention: Callable[[], AbstractContextManager],
+    batch: int,
+    repeats: int,
     amp: torch.dtype | None,
 ) -> dict[str, tuple[float, float | None]]:
     """Median seconds per step and peak CUDA MiB (None off CUDA) per variant, after one warm-up
@@ -68,10 +69,10 @@ def measure(
                 torch.cuda.reset_peak_memory_stats()
             run_step = steps[variant]
             with scopes[variant](), run_step.attention_capture():
-                _synchronize(device)
+                synchronize(device)
                 began = time.perf_counter()
                 run_step(step_batch(images, OFFICIAL.image_repeats, SEED, PARAMETER_GROUPS.index(UNET), index, batch), index + 1)
-                _synchronize(device)
+                synchronize(device)
                 seconds = time.perf_counter() - began
             if device.type == "cuda":
                 peaks[variant] = max(peaks[variant] or 0.0, torch.cuda.max_memory_allocated() / 2**20)

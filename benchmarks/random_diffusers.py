@@ -9,6 +9,7 @@ The UNet keeps SD's layout (cross-attention down/up blocks and mid block) at one
 text model is a two-layer CLIP TEXT_WIDTH wide, the VAE a two-level AutoencoderKL (it halves the
 image side), the scheduler SD's DDPM schedule. Weights are seeded: same seed, same models.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,29 @@ import torch
 WORDS = ("a", "photo", "of", "dog", "doll", "cat", "teddy", "bear", "backpack")
 TEXT_WIDTH = 32
 UNET_SIZES = {
-    "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, attention_head_dim=2, norm_num_groups=8,
-                 down_block_types=("CrossAttnDownBlock2D",) * 2, up_block_types=("CrossAttnUpBlock2D",) * 2),
-    "small": dict(block_out_channels=(64, 128, 128), layers_per_block=1, attention_head_dim=4, norm_num_groups=32,
-                  down_block_types=("CrossAttnDownBlock2D",) * 2 + ("DownBlock2D",), up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 2),
-    "sd15": dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8,
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3),
+    "tiny": dict(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        attention_head_dim=2,
+        norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D",) * 2,
+        up_block_types=("CrossAttnUpBlock2D",) * 2,
+    ),
+    "small": dict(
+        block_out_channels=(64, 128, 128),
+        layers_per_block=1,
+        attention_head_dim=4,
+        norm_num_groups=32,
+        down_block_types=("CrossAttnDownBlock2D",) * 2 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 2,
+    ),
+    "sd15": dict(
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    ),
 }
 
 
@@ -62,7 +80,9 @@ def write_tokenizer_files(folder: Path) -> Path:
     return folder
 
 
-def random_sd_components(tokenizer_folder: Path, *, unet_size: str = "tiny", sample_size: int = 8, prediction_type: str = "epsilon", seed: int = 0):
+def random_sd_components(
+    tokenizer_folder: Path, *, unet_size: str = "tiny", sample_size: int = 8, prediction_type: str = "epsilon", seed: int = 0
+):
     """(unet, text_encoder, tokenizer, vae, scheduler) with seeded random weights; `sample_size` is
     the latent side (the VAE's image side is twice it)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -71,7 +91,9 @@ def random_sd_components(tokenizer_folder: Path, *, unet_size: str = "tiny", sam
     tokenizer = CLIPTokenizer(vocab=str(tokenizer_folder / "vocab.json"), merges=str(tokenizer_folder / "merges.txt"), model_max_length=77)
     torch.manual_seed(seed)
     # attention_head_dim: diffusers' SD configs mean "heads" here.
-    unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, cross_attention_dim=TEXT_WIDTH, **UNET_SIZES[unet_size])
+    unet = UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, cross_attention_dim=TEXT_WIDTH, **UNET_SIZES[unet_size]
+    )
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
@@ -97,5 +119,7 @@ def random_sd_components(tokenizer_folder: Path, *, unet_size: str = "tiny", sam
         norm_num_groups=8,
         sample_size=2 * sample_size,
     )
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000, prediction_type=prediction_type)
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000, prediction_type=prediction_type
+    )
     return unet, text_encoder, tokenizer, vae, scheduler

@@ -10,6 +10,7 @@ Seeds differ from `steer bench digits` (seed 0), so the benchmark's samples are 
 
     python -m steer.benchmarks.tune_digits [--per-class 5] [--steps 50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,10 @@ def candidates(base_name: str, scales=(0.05, 0.1, 0.2, 0.3), windows=(Window(0.3
     """The preset at several scales and windows, then every other preset as it ships."""
     base = PRESETS[base_name]
     for window, scale in itertools.product(windows, scales):
-        yield f"{base_name} window {window.start:.1f}-{window.end:.1f} scale {scale:g}", dataclasses.replace(base, window=window, scale=scale)
+        yield (
+            f"{base_name} window {window.start:.1f}-{window.end:.1f} scale {scale:g}",
+            dataclasses.replace(base, window=window, scale=scale),
+        )
     for name, config in PRESETS.items():
         if name != base_name:
             yield f"{name} as shipped", config
@@ -67,12 +71,20 @@ def main(argv=None) -> int:
         return guide_hit, frechet, nearest_real_distance(generated.images, real), generated.seconds / len(targets)
 
     _, unguided_frechet, unguided_distance, _ = evaluate(dataclasses.replace(PRESETS[args.preset], scale=0.0))
-    print(f"unguided: guide-feature Fréchet {unguided_frechet:.2f}, nearest-real distance {unguided_distance:.3f} "
-          f"(half A, {len(targets)} samples, {args.steps} steps)")
-    print("| config | guide hit-rate | guide-feature Fréchet / unguided | nearest-real distance / unguided | s / sample |\n| --- | --- | --- | --- | --- |")
+    print(
+        f"unguided: guide-feature Fréchet {unguided_frechet:.2f}, nearest-real distance {unguided_distance:.3f} "
+        f"(half A, {len(targets)} samples, {args.steps} steps)"
+    )
+    print(
+        "| config | guide hit-rate | guide-feature Fréchet / unguided | nearest-real distance / unguided | s / sample |\n| --- | "
+        "--- | --- | --- | --- |"
+    )
     for name, config in candidates(args.preset):
         guide_hit, frechet, distance, seconds = evaluate(config)
-        print(f"| {name} | {guide_hit:.0%} | {frechet / unguided_frechet:.2f} | {distance / unguided_distance:.2f} | {seconds:.3f} |", flush=True)
+        print(
+            f"| {name} | {guide_hit:.0%} | {frechet / unguided_frechet:.2f} | {distance / unguided_distance:.2f} | {seconds:.3f} |",
+            flush=True,
+        )
     return 0
 
 

@@ -12,6 +12,7 @@ Prompt seeds differ from `steer bench world` (seed 0), so the benchmark's sample
 
     python -m steer.benchmarks.tune_world [--per-task 16] [--steps 50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ import torch
 
 from ..digits.model import frechet_distance
 from ..guidance.config import PRESETS
-from ..guidance.losses.classifier import ClassifierLoss
 from ..guidance.losses.base import Window
+from ..guidance.losses.classifier import ClassifierLoss
 from ..world import experiment
 from ..world.data import load_split
 from ..world.scene import COLOR_NAMES, SHAPES
@@ -47,8 +48,8 @@ def classifier_features(world, images: torch.Tensor) -> torch.Tensor:
 def classifier_reads(world, images: torch.Tensor) -> tuple[list[str], list[str]]:
     loss = _classifier(world)
     logits = loss.model.placed(images.device)(pixel_values=loss.preprocess(images)).logits
-    shapes = [SHAPES[int(k)] for k in logits[:, :len(SHAPES)].argmax(1)]
-    colors = [COLOR_NAMES[int(k)] for k in logits[:, len(SHAPES):].argmax(1)]
+    shapes = [SHAPES[int(k)] for k in logits[:, : len(SHAPES)].argmax(1)]
+    colors = [COLOR_NAMES[int(k)] for k in logits[:, len(SHAPES) :].argmax(1)]
     return shapes, colors
 
 
@@ -75,8 +76,12 @@ def evaluate(world, tasks, config, steps: int, renders, threshold: float) -> dic
             if task.name == "shape":
                 keeps.append(float(np.mean([a == s.main.color for a, s in zip(colors, task.scenes)])))
     real = classifier_features(world, renders.images)
-    return {"hit": hits, "keep": float(np.mean(keeps)), "frechet": frechet_distance(torch.cat(features), real),
-            "seconds": seconds / sum(len(t.scenes) for t in tasks)}
+    return {
+        "hit": hits,
+        "keep": float(np.mean(keeps)),
+        "frechet": frechet_distance(torch.cat(features), real),
+        "seconds": seconds / sum(len(t.scenes) for t in tasks),
+    }
 
 
 def main(argv=None) -> int:
@@ -93,16 +98,26 @@ def main(argv=None) -> int:
     renders = load_split("guide", 2000)
     threshold = color_threshold(world, tasks[0], renders)
     base = evaluate(world, tasks, dataclasses.replace(PRESETS[args.preset], scale=0.0), args.steps, renders, threshold)
-    print(f"unguided: guide hits {[f'{h:.0%}' for h in base['hit']]}, keep {base['keep']:.0%}, Fréchet {base['frechet']:.3f} ({args.steps} steps)")
-    print("| config | guide hit: colour, shape, text, reference | mean | guide keeping (Δ) | Fréchet / unguided | s / sample |\n| --- | --- | --- | --- | --- | --- |")
+    print(
+        f"unguided: guide hits {[f'{h:.0%}' for h in base['hit']]}, keep {base['keep']:.0%}, Fréchet {base['frechet']:.3f} "
+        f"({args.steps} steps)"
+    )
+    print(
+        "| config | guide hit: colour, shape, text, reference | mean | guide keeping (Δ) | Fréchet / unguided | s / sample |\n| --- "
+        "| --- | --- | --- | --- | --- |"
+    )
     scales = [float(s) for s in args.scales.split(",")]
     windows = [Window(*map(float, w.split("-"))) for w in args.windows.split(",")]
     for name, config in candidates(args.preset, scales, windows):
         if args.no_others and "as shipped" in name:
             continue
         r = evaluate(world, tasks, config, args.steps, renders, threshold)
-        print(f"| {name} | {', '.join(f'{h:.0%}' for h in r['hit'])} | {np.mean(r['hit']):.0%} | {r['keep']:.0%} ({r['keep'] - base['keep']:+.0%}) | "
-              f"{r['frechet'] / base['frechet']:.2f} | {r['seconds']:.3f} |", flush=True)
+        print(
+            f"| {name} | {', '.join(f'{h:.0%}' for h in r['hit'])} | {np.mean(r['hit']):.0%} | {r['keep']:.0%} "
+            f"({r['keep'] - base['keep']:+.0%}) | "
+            f"{r['frechet'] / base['frechet']:.2f} | {r['seconds']:.3f} |",
+            flush=True,
+        )
     return 0
 
 

@@ -8,6 +8,7 @@ leaves alone, read as prompted), the guide−judge gap on the tasks steered by a
 (Fréchet distance of judge features to held-out real renders, all tasks pooled) and time.
 Claims (Shen et al. 2024) are judged on the model-guided tasks. Nothing is tuned here.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 
 from ..digits.model import frechet_distance
-from ..guidance.config import DEFAULT_PRESET, PRESETS
 from ..errors import SteerError
+from ..guidance.config import DEFAULT_PRESET, PRESETS
 from ..world import experiment
 from .methods import PAPER_MINUS_AUGMENTATION, PAPER_MINUS_POLYAK, PAPER_MINUS_TIME_TRAVEL, PAPER_SCALED_AUGMENTATION, standard_methods
 
@@ -67,11 +68,21 @@ def run(count: int, step_counts: list[int], seed: int, only: list[str] | None = 
             rows.append(row)
             log(_line(row) + f"  ({time.perf_counter() - start:.0f} s)")
         default = PRESETS[DEFAULT_PRESET]
-        row = {"method": f"{DEFAULT_PRESET} (default), tiny decoder", "steps": steps, "decoder": "tiny", **run_method(world, tasks, default, steps, seed, decoder="tiny")}
+        row = {
+            "method": f"{DEFAULT_PRESET} (default), tiny decoder",
+            "steps": steps,
+            "decoder": "tiny",
+            **run_method(world, tasks, default, steps, seed, decoder="tiny"),
+        }
         rows.append(row)
         log(_line(row))
         if "paper" in chosen:
-            row = {"method": "paper, tiny decoder", "steps": steps, "decoder": "tiny", **run_method(world, tasks, PRESETS["paper"], steps, seed, decoder="tiny")}
+            row = {
+                "method": "paper, tiny decoder",
+                "steps": steps,
+                "decoder": "tiny",
+                **run_method(world, tasks, PRESETS["paper"], steps, seed, decoder="tiny"),
+            }
             rows.append(row)
             log(_line(row))
     _add_ratios(rows)
@@ -80,7 +91,10 @@ def run(count: int, step_counts: list[int], seed: int, only: list[str] | None = 
 
 def _line(row: dict) -> str:
     hits = " ".join(f"{k} {v:4.0%}" for k, v in row["hit_rate"].items())
-    return f"  {row['steps']:>3} steps  {row['method']:<38} {hits}  keep {row['keeping']:.0%}  Fréchet {row['frechet']:.3f}  {row['seconds_per_sample']:.3f} s/sample"
+    return (
+        f"  {row['steps']:>3} steps  {row['method']:<38} {hits}  keep {row['keeping']:.0%}  Fréchet {row['frechet']:.3f}  "
+        f"{row['seconds_per_sample']:.3f} s/sample"
+    )
 
 
 def _add_ratios(rows: list[dict]) -> None:
@@ -105,18 +119,40 @@ def claims(rows: list[dict]) -> list[dict]:
     out = []
     for steps in step_counts:
         for with_name, label in (("paper", "the paper's policy"), (PAPER_SCALED_AUGMENTATION, "a policy scaled to 32 px")):
-            gap, gap_without = _get(rows, with_name, steps, "guide_judge_gap"), _get(rows, PAPER_MINUS_AUGMENTATION, steps, "guide_judge_gap")
+            gap, gap_without = (
+                _get(rows, with_name, steps, "guide_judge_gap"),
+                _get(rows, PAPER_MINUS_AUGMENTATION, steps, "guide_judge_gap"),
+            )
             hit, hit_without = _model_guided_hit(rows, with_name, steps), _model_guided_hit(rows, PAPER_MINUS_AUGMENTATION, steps)
-            out.append({"claim": f"random augmentation fights adversarial gradients ({label})", "steps": steps,
-                        "reproduced": gap < gap_without and hit >= hit_without,
-                        "numbers": f"guide−judge gap {gap:+.1%} with vs {gap_without:+.1%} without; judge hit-rate {hit:.1%} vs {hit_without:.1%} (shape, text, reference tasks)"})
+            out.append(
+                {
+                    "claim": f"random augmentation fights adversarial gradients ({label})",
+                    "steps": steps,
+                    "reproduced": gap < gap_without and hit >= hit_without,
+                    "numbers": f"guide−judge gap {gap:+.1%} with vs {gap_without:+.1%} without; judge hit-rate {hit:.1%} vs "
+                    f"{hit_without:.1%} (shape, text, reference tasks)",
+                }
+            )
     few = step_counts[0]
     polyak, freedom_step = _get(rows, "paper", few, "mean_hit_rate"), _get(rows, PAPER_MINUS_POLYAK, few, "mean_hit_rate")
-    out.append({"claim": "the Polyak step converges in fewer steps", "steps": few, "reproduced": polyak > freedom_step,
-                "numbers": f"judge hit-rate at {few} steps, all tasks: {polyak:.1%} with Polyak vs {freedom_step:.1%} with FreeDoM's step"})
+    out.append(
+        {
+            "claim": "the Polyak step converges in fewer steps",
+            "steps": few,
+            "reproduced": polyak > freedom_step,
+            "numbers": f"judge hit-rate at {few} steps, all tasks: {polyak:.1%} with Polyak vs {freedom_step:.1%} with FreeDoM's step",
+        }
+    )
     for steps in step_counts:
         tt, no_tt = _get(rows, "paper", steps, "mean_hit_rate"), _get(rows, PAPER_MINUS_TIME_TRAVEL, steps, "mean_hit_rate")
-        out.append({"claim": "time travel helps", "steps": steps, "reproduced": tt > no_tt, "numbers": f"judge hit-rate, all tasks: {tt:.1%} with vs {no_tt:.1%} without"})
+        out.append(
+            {
+                "claim": "time travel helps",
+                "steps": steps,
+                "reproduced": tt > no_tt,
+                "numbers": f"judge hit-rate, all tasks: {tt:.1%} with vs {no_tt:.1%} without",
+            }
+        )
     return out
 
 
@@ -126,21 +162,31 @@ def goal(rows: list[dict], steps: int = 50) -> dict | None:
     if not any(r["method"] == name and r["steps"] == steps for r in rows):
         return None
     hit, keep, realism = (_get(rows, name, steps, k) for k in ("mean_hit_rate", "keeping_change", "frechet_ratio"))
-    return {"preset": name, "steps": steps, "hit_rate": hit, "keeping_change": keep, "frechet_ratio": realism,
-            "met": hit >= 0.9 and keep >= -0.05 and realism <= 1.5}
+    return {
+        "preset": name,
+        "steps": steps,
+        "hit_rate": hit,
+        "keeping_change": keep,
+        "frechet_ratio": realism,
+        "met": hit >= 0.9 and keep >= -0.05 and realism <= 1.5,
+    }
 
 
 def markdown(rows: list[dict], claim_rows: list[dict], goal_row: dict | None) -> str:
     tasks = list(rows[0]["hit_rate"])
     lines = [
-        "| steps | method | " + " | ".join(f"hit: {t}" for t in tasks) + " | mean hit | keeping (Δ vs unguided) | guide − judge | Fréchet (× unguided) | s / sample (× unguided) |",
+        "| steps | method | "
+        + " | ".join(f"hit: {t}" for t in tasks)
+        + " | mean hit | keeping (Δ vs unguided) | guide − judge | Fréchet (× unguided) | s / sample (× unguided) |",
         "| --- | --- | " + "--- | " * len(tasks) + "--- | --- | --- | --- | --- |",
     ]
     for r in rows:
         gap = "—" if r["guide_judge_gap"] is None else f"{r['guide_judge_gap']:+.1%}"
         lines.append(
-            f"| {r['steps']} | {r['method']} | " + " | ".join(f"{r['hit_rate'][t]:.0%}" for t in tasks)
-            + f" | {r['mean_hit_rate']:.1%} | {r['keeping']:.1%} ({r['keeping_change']:+.1%}) | {gap} | {r['frechet']:.3f} ({r['frechet_ratio']:.2f}×) | "
+            f"| {r['steps']} | {r['method']} | "
+            + " | ".join(f"{r['hit_rate'][t]:.0%}" for t in tasks)
+            + f" | {r['mean_hit_rate']:.1%} | {r['keeping']:.1%} ({r['keeping_change']:+.1%}) | {gap} | "
+            f"{r['frechet']:.3f} ({r['frechet_ratio']:.2f}×) | "
             f"{r['seconds_per_sample']:.3f} ({r['time_ratio']:.2f}×) |"
         )
     lines.append("")
@@ -149,8 +195,8 @@ def markdown(rows: list[dict], claim_rows: list[dict], goal_row: dict | None) ->
     if goal_row is not None:
         lines.append(
             f"- Default preset `{goal_row['preset']}` at {goal_row['steps']} steps: hit-rate {goal_row['hit_rate']:.1%} (goal ≥ 90 %), "
-            f"keeping {goal_row['keeping_change']:+.1%} vs unguided (goal ≥ −5 points), Fréchet {goal_row['frechet_ratio']:.2f}× unguided (goal ≤ 1.5×): "
-            + ("goal MET" if goal_row["met"] else "goal NOT met")
+            f"keeping {goal_row['keeping_change']:+.1%} vs unguided (goal ≥ −5 points), Fréchet {goal_row['frechet_ratio']:.2f}× "
+            "unguided (goal ≤ 1.5×): " + ("goal MET" if goal_row["met"] else "goal NOT met")
         )
     return "\n".join(lines)
 
@@ -158,7 +204,10 @@ def markdown(rows: list[dict], claim_rows: list[dict], goal_row: dict | None) ->
 def execute(args) -> int:
     step_counts = [int(s) for s in args.steps.split(",") if s.strip()]
     only = [m.strip() for m in args.methods.split(",")] if args.methods else None
-    print(f"world benchmark: {args.per_task} prompts per task, 4 tasks, steps {step_counts}, CFG {experiment.DEFAULT_CFG}, torch threads {torch.get_num_threads()}")
+    print(
+        f"world benchmark: {args.per_task} prompts per task, 4 tasks, steps {step_counts}, CFG {experiment.DEFAULT_CFG}, torch "
+        f"threads {torch.get_num_threads()}"
+    )
     rows = run(args.per_task, step_counts, args.seed, only=only)
     claim_rows = claims(rows) if not only else []
     goal_row = goal(rows)

@@ -1,5 +1,6 @@
 """ComfyUI for headless runs (`steer train` on a checkpoint file, `steer bench`): import it from
 COMFYUI_PATH into this process, on the CPU when there is no GPU, and refuse a different `comfy`."""
+
 from __future__ import annotations
 
 import os
@@ -24,14 +25,15 @@ def import_comfyui(force_cpu: bool = False, missing: str = NEEDS_COMFYUI):
     # comfy has no __init__.py: a namespace package, whose location is __path__, not __file__.
     loaded_from = [str(Path(p).resolve()) for p in getattr(loaded, "__path__", [])] if loaded is not None else []
     if loaded is not None and not any(p.startswith(root) for p in loaded_from):
-        raise SteerError(f"another 'comfy' package ({', '.join(loaded_from) or loaded}) is already imported; run steer train in a fresh process")
+        raise SteerError(
+            f"another 'comfy' package ({', '.join(loaded_from) or loaded}) is already imported; run steer train in a fresh process"
+        )
     if root not in sys.path:
         # Last, not first: ComfyUI's top-level modules must not shadow installed packages. The checks
         # below make sure `comfy` itself still comes from this checkout.
         sys.path.append(root)
-    import torch
-
     import comfy.cli_args
+    import torch
 
     if force_cpu or not (torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())):
         comfy.cli_args.args.cpu = True  # before comfy.model_management is imported: it picks the device then

@@ -1,13 +1,14 @@
 """`steer`: the argument parser and the entry point; each sub-command's work lives in its own module."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from .queue import add_queue_command
 from ..benchmarks.arguments import add_digits_bench_arguments, add_guidance_bench_arguments, add_world_bench_arguments
 from ..errors import SteerError
+from .queue import add_queue_command
 from .train import add_train_command
 
 # Kept in sync with guidance.config by tests/unit/test_cli.py; importing it here would load torch
@@ -47,12 +48,17 @@ def _bench_guidance(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="steer", description="Steer: loss-guided diffusion sampling and AttnDreamBooth, for ComfyUI and the command line.")
+    parser = argparse.ArgumentParser(
+        prog="steer", description="Steer: loss-guided diffusion sampling and AttnDreamBooth, for ComfyUI and the command line."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
         "demo",
-        help="steer the embedded text-to-image world model toward another colour and another shape; writes a PNG grid and samples.npz, prints a table",
+        help=(
+            "steer the embedded text-to-image world model toward another colour and another shape; writes a PNG grid and "
+            "samples.npz, prints a table"
+        ),
         description="Without a sub-command: the world model (shape scenes with captions). `steer demo digits`: the digits model.",
     )
     demo.add_argument("--out", default="steer-demo", help="output folder (default: ./steer-demo)")
@@ -81,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     digits_bench = benches.add_parser("digits", help="the paper's three claims on the digits model, scored by an independent judge")
     add_digits_bench_arguments(digits_bench)
     digits_bench.set_defaults(run=_bench_digits)
-    world_bench = benches.add_parser("world", help="guidance in latent space on the world text-to-image model: presets, ablations, claims, scored by independent judges")
+    world_bench = benches.add_parser(
+        "world", help="guidance in latent space on the world text-to-image model: presets, ablations, claims, scored by independent judges"
+    )
     add_world_bench_arguments(world_bench)
     world_bench.set_defaults(run=_bench_world)
     return parser

@@ -3,6 +3,7 @@
 Both draw through one LiveLine: on a terminal one line rewritten in place, otherwise a plain line when the
 run has moved another 5 % (or, for runs whose count moves slowly, every so many seconds), so logs stay short.
 """
+
 from __future__ import annotations
 
 import math

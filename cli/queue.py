@@ -6,6 +6,7 @@
 This module holds what only the command needs: its arguments, the progress bar (cli.progress.QueueProgress),
 SIGTERM handled as Ctrl-C, and the exit codes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,7 +67,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=Path(DEFAULT_OUT), help=f"folder for the outputs and manifest.jsonl (default ./{DEFAULT_OUT})"
     )
     parser.add_argument(
-        "--queue-depth", type=int, default=2, metavar="N",
+        "--queue-depth",
+        type=int,
+        default=2,
+        metavar="N",
         help="fill each server's queue up to N prompts, everyone's counted (default 2: one running, one waiting)",
     )
     parser.add_argument("--all-outputs", action="store_true", help="also download temporary outputs (Preview Image), not only saved ones")
@@ -107,8 +111,15 @@ def _queue(args) -> int:
         print(f"{len(jobs)} job(s), {sum(job.key in done for job in jobs)} already done")
         return 0
     outputs = None if args.all_outputs else ("output",)
-    runner = BatchRunner(jobs, servers, args.out, queue_depth=args.queue_depth, outputs=outputs, progress=not args.quiet,
-                         reporter=None if args.quiet else QueueProgress())
+    runner = BatchRunner(
+        jobs,
+        servers,
+        args.out,
+        queue_depth=args.queue_depth,
+        outputs=outputs,
+        progress=not args.quiet,
+        reporter=None if args.quiet else QueueProgress(),
+    )
     try:
         with signal_handled(signal.SIGTERM, _terminate_as_interrupt):  # stop cleanly when killed, as on Ctrl-C
             summary = runner.run()

@@ -14,21 +14,19 @@ MODEL is either
 
 Ctrl-C stops after the current step and keeps a checkpoint: the same command resumes.
 """
+
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import signal
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import SteerError
+from ..safe_files import SAFETENSORS_SUFFIXES, is_pickle, is_safetensors
 from .comfy_bootstrap import import_comfyui
 from .progress import TerminalProgress
-from ..safe_files import SAFETENSORS_SUFFIXES, is_pickle, is_safetensors
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -48,12 +46,27 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--images", required=True, help="folder with 3-20 photos of the subject (png, jpg, webp)")
     parser.add_argument("--category", required=True, help="the subject's category, a plain word such as dog, doll or backpack")
-    parser.add_argument("--name", required=True, help="concept name: file name and prompt word (embedding:<name>); letters, digits, _ and -")
-    parser.add_argument("--model", required=True, help="a diffusers model folder, or a single-file SD1.x/SD2.x checkpoint (needs COMFYUI_PATH)")
-    parser.add_argument("--preset", choices=[*PRESETS, CUSTOM], default="official", help="official (the paper), fast (stage 3: 200 steps), or custom with --set")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE",
-        help=f"a custom-plan number (implies --preset custom), e.g. --set unet_steps=300 --set resolution=768. Names: {', '.join(CUSTOM_FIELDS)}",
+        "--name", required=True, help="concept name: file name and prompt word (embedding:<name>); letters, digits, _ and -"
+    )
+    parser.add_argument(
+        "--model", required=True, help="a diffusers model folder, or a single-file SD1.x/SD2.x checkpoint (needs COMFYUI_PATH)"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=[*PRESETS, CUSTOM],
+        default="official",
+        help="official (the paper), fast (stage 3: 200 steps), or custom with --set",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=(
+            f"a custom-plan number (implies --preset custom), e.g. --set unet_steps=300 --set resolution=768. Names: "
+            f"{', '.join(CUSTOM_FIELDS)}"
+        ),
     )
     parser.add_argument("--unet-format", choices=UNET_FORMATS, default="lora", help="lora (small file) or full (exact .diff weights)")
     parser.add_argument("--rank", type=int, default=DEFAULT_LORA_RANK, help=f"LoRA rank (default {DEFAULT_LORA_RANK})")
@@ -61,11 +74,18 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out-loras", help="where the UNet file and JSON go (default: $COMFYUI_PATH/models/loras, else ./loras)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing concept of the same name")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--augmented-views", type=int, default=DEFAULT_VIEWS, help=f"augmented views per photo, VAE-encoded once (default {DEFAULT_VIEWS}; 0 = fresh augmentation every sample)")
+    parser.add_argument(
+        "--augmented-views",
+        type=int,
+        default=DEFAULT_VIEWS,
+        help=f"augmented views per photo, VAE-encoded once (default {DEFAULT_VIEWS}; 0 = fresh augmentation every sample)",
+    )
     parser.add_argument("--gradient-accumulation", type=int, default=1, help="micro-batches per batch (less memory, same result)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     parser.add_argument("--no-gradient-checkpointing", action="store_true", help="faster, but needs much more memory")
-    parser.add_argument("--device", help="diffusers backend: cuda, cpu... (default: cuda when available). ComfyUI backend: 'cpu' forces the CPU")
+    parser.add_argument(
+        "--device", help="diffusers backend: cuda, cpu... (default: cuda when available). ComfyUI backend: 'cpu' forces the CPU"
+    )
     parser.add_argument("--checkpoints", help="folder for resume checkpoints (default: $XDG_CACHE_HOME/steer/attndreambooth)")
     parser.set_defaults(run=run_train)
     return parser
@@ -106,7 +126,11 @@ def parse_numbers(pairs: list[str]) -> dict:
             number = float(value)
         except ValueError:
             raise SteerError(f"--set {name}: {value!r} is not a number") from None
-        numbers[name] = int(number) if number.is_integer() and not name.endswith(("learning_rate", "weight_decay", "regularizer_mean", "regularizer_variance")) else number
+        numbers[name] = (
+            int(number)
+            if number.is_integer() and not name.endswith(("learning_rate", "weight_decay", "regularizer_mean", "regularizer_variance"))
+            else number
+        )
     return numbers
 
 
@@ -133,7 +157,9 @@ def _default_out(kind: str) -> Path:
 # Backends
 
 
-NEEDS_COMFYUI_FOR_CHECKPOINTS = "single-file checkpoints are loaded with ComfyUI: set COMFYUI_PATH to a ComfyUI checkout, or give a diffusers model folder"
+NEEDS_COMFYUI_FOR_CHECKPOINTS = (
+    "single-file checkpoints are loaded with ComfyUI: set COMFYUI_PATH to a ComfyUI checkout, or give a diffusers model folder"
+)
 
 
 @contextmanager
@@ -163,7 +189,9 @@ def open_backbone(model_path: str, device: str | None, photos):
     import torch
 
     with torch.inference_mode():  # as ComfyUI's loader nodes run
-        model, clip, vae, _ = comfy_sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True, embedding_directory=None)[:4]
+        model, clip, vae, _ = comfy_sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True, embedding_directory=None)[
+            :4
+        ]
     if model is None or clip is None or vae is None:
         raise SteerError(f"{path.name} lacks a UNet, text encoder or VAE; AttnDreamBooth needs a full SD1.x/SD2.x checkpoint")
     from ..nodes.comfy_personalize import ComfyBackbone  # only importable with ComfyUI on sys.path
@@ -196,19 +224,30 @@ def run_train(args) -> None:
     stream = progress.stream
 
     with open_backbone(args.model, args.device, photos) as (backbone, description):
-        stream.write(f"AttnDreamBooth '{name}' ({category}): {len(photos)} photos, preset {plan.name}, {plan.total_steps} steps, {description}\n")
+        stream.write(
+            f"AttnDreamBooth '{name}' ({category}): {len(photos)} photos, preset {plan.name}, {plan.total_steps} steps, {description}\n"
+        )
         try:
             with progress.ctrl_c_stops_cleanly():
                 trained = train_concept(
-                    backbone, photos, category, plan, args.seed, name=name,
-                    checkpoint_root=args.checkpoints or _cache_dir(), options=options, progress=progress,
+                    backbone,
+                    photos,
+                    category,
+                    plan,
+                    args.seed,
+                    name=name,
+                    checkpoint_root=args.checkpoints or _cache_dir(),
+                    options=options,
+                    progress=progress,
                     metadata={"trained_in": "steer train (" + description + ")"},
                 )
         except KeyboardInterrupt:
             stream.write("\nstopped; a checkpoint was saved if a step had finished. Run the same command again to resume.\n")
             raise SystemExit(130) from None
     device = getattr(backbone, "device", None)
-    paths = save_concept(trained, name, embeddings, loras, unet_format=args.unet_format, rank=args.rank, overwrite=args.overwrite, device=device)
+    paths = save_concept(
+        trained, name, embeddings, loras, unet_format=args.unet_format, rank=args.rank, overwrite=args.overwrite, device=device
+    )
     resumed = f", resumed at step {trained.resumed_from}" if trained.resumed_from is not None else ""
     stream.write(
         f"saved {paths.embedding}\n      {paths.unet}\n      {paths.metadata}\n"

@@ -1,4 +1,5 @@
 """digits/MODEL_CARD.md, written from the facts the training run collected."""
+
 from __future__ import annotations
 
 import math
@@ -16,10 +17,10 @@ def write_card(path: Path, facts: dict, grid_path: Path, seed: int):
     grid_link = os.path.relpath(grid_path, path.parent).replace(os.sep, "/")
     u, r, real = f["unguided"], f["real_reference"], f["real_heldout"]
     ddpm, guide, judge, times = f["ddpm"], f["guide"], f["judge"], f["time"]
-    tweedie_rows = "\n".join(
-        f"| {t} | {v['sigma']:.2f} | {v['guide']:.2f} | {v['judge']:.2f} |" for t, v in f["tweedie_accuracy"].items())
+    tweedie_rows = "\n".join(f"| {t} | {v['sigma']:.2f} | {v['guide']:.2f} | {v['judge']:.2f} |" for t, v in f["tweedie_accuracy"].items())
     guided_rows = "\n".join(
-        f"| {g['scale']:g} | {g['hit_rate']:.2f} | {g['argmax_hit_rate']:.2f} | {g['judge_mean_max_prob']:.2f} |" for g in f["guided"])
+        f"| {g['scale']:g} | {g['hit_rate']:.2f} | {g['argmax_hit_rate']:.2f} | {g['judge_mean_max_prob']:.2f} |" for g in f["guided"]
+    )
     card = f"""# Digits: the embedded default model
 
 A tiny pixel-space DDPM and two digit classifiers, trained from scratch on CPU on

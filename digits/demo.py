@@ -1,4 +1,5 @@
 """`steer demo`: steer the embedded digits model to every digit and show what guidance changes."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Guided sampling on the digits model through the same engine the ComfyUI nodes use."""
+
 from __future__ import annotations
 
 import time
@@ -19,7 +20,9 @@ def guide_loss(pretrained: digits.PretrainedDigits, targets: torch.Tensor) -> Lo
 
 def initial_noise(count: int, sigma_max: torch.Tensor, seed: int) -> torch.Tensor:
     """One seeded noise image per sample: sample i uses seed + i, so results do not depend on batching."""
-    images = [torch.randn(1, 1, digits.IMAGE_SIZE, digits.IMAGE_SIZE, generator=torch.Generator().manual_seed(seed + i)) for i in range(count)]
+    images = [
+        torch.randn(1, 1, digits.IMAGE_SIZE, digits.IMAGE_SIZE, generator=torch.Generator().manual_seed(seed + i)) for i in range(count)
+    ]
     return torch.cat(images) * sigma_max
 
 
@@ -31,7 +34,9 @@ class Generated:
     trace: GuidanceTrace
 
 
-def generate(pretrained: digits.PretrainedDigits, targets: torch.Tensor, config: GuidanceConfig, steps: int = 50, seed: int = 0) -> Generated:
+def generate(
+    pretrained: digits.PretrainedDigits, targets: torch.Tensor, config: GuidanceConfig, steps: int = 50, seed: int = 0
+) -> Generated:
     """Samples one image per target. With config.scale == 0 this is the unguided DDIM sampler."""
     sigmas = digits.sigmas_for_steps(steps)
     x = initial_noise(len(targets), sigmas[0], seed)

@@ -12,6 +12,7 @@ sigma space  the k-diffusion / ComfyUI "VE" parameterisation of the VP DDPM:
              x = x_vp / sqrt(alpha_bar), sigma = sqrt((1 - alpha_bar) / alpha_bar),
              so x = x0 + sigma * noise and a sampler starts from x = sigma_max * noise.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,6 +65,7 @@ SPLITS = ("all", "A", "B", "guide_train", "judge_train", "heldout", "ddpm_train"
 # ----------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------
+
 
 def _split_indices() -> dict[str, np.ndarray]:
     """A fixed, seeded partition of the 1797 digits.
@@ -132,6 +134,7 @@ def _as_digit_batch(images: torch.Tensor) -> torch.Tensor:
 # Classifiers
 # ----------------------------------------------------------------------------------------
 
+
 class GuideCNN(nn.Module):
     """The guide: a small CNN, trained on half A with blur / contrast / noise augmentation so
     it also classifies the blurry x0 predictions of early sampling steps. SiLU and average
@@ -140,13 +143,17 @@ class GuideCNN(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.SiLU(),
             nn.AvgPool2d(2),  # 8x8
-            nn.Conv2d(32, 64, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.SiLU(),
             nn.AvgPool2d(2),  # 4x4
-            nn.Conv2d(64, 64, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.SiLU(),
             nn.Flatten(),
-            nn.Linear(64 * 4 * 4, 128), nn.SiLU(),
+            nn.Linear(64 * 4 * 4, 128),
+            nn.SiLU(),
         )
         self.head = nn.Linear(128, NUM_CLASSES)
 
@@ -165,8 +172,11 @@ class JudgeMLP(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(IMAGE_SIZE * IMAGE_SIZE, 256), nn.ReLU(), nn.Dropout(0.2),
-            nn.Linear(256, 64), nn.ReLU(),
+            nn.Linear(IMAGE_SIZE * IMAGE_SIZE, 256),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Linear(256, 64),
+            nn.ReLU(),
         )
         self.head = nn.Linear(64, NUM_CLASSES)
 
@@ -182,6 +192,7 @@ class JudgeMLP(nn.Module):
 # ----------------------------------------------------------------------------------------
 # Noise schedule and denoiser
 # ----------------------------------------------------------------------------------------
+
 
 def make_scheduler():
     """The diffusers DDPMScheduler the model was trained with."""
@@ -284,6 +295,7 @@ def sample_unguided(denoiser: DigitsDenoiser, num_images: int, steps: int = 50, 
 # Realism metric
 # ----------------------------------------------------------------------------------------
 
+
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
     """Frechet distance between Gaussians fitted to two feature sets (N, D) - FID's formula,
     used here with `judge_features`.
@@ -304,6 +316,7 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
 # ----------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------
+
 
 def build_unet():
     from diffusers import UNet2DModel
@@ -338,8 +351,7 @@ class PretrainedDigits:
 def _load_module(module: nn.Module, path: Path) -> dict:
     if not path.is_file():
         raise SteerError(
-            f"missing digits weights {path}: reinstall the package or rebuild them with "
-            f"`python -m steer.digits.train --out {path.parent}`"
+            f"missing digits weights {path}: reinstall the package or rebuild them with `python -m steer.digits.train --out {path.parent}`"
         )
     tensors, raw = read_safetensors(path)
     module.load_state_dict(tensors, strict=True)

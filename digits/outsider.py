@@ -8,6 +8,7 @@ of contrast-normalised pixels. It has no gradients, so guidance cannot be tuned 
 
     python -m steer.digits.outsider --out digits/weights     # a few seconds on CPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,8 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
 
 def own_renders(seed: int = SEED) -> tuple[torch.Tensor, torch.Tensor]:
     """VIEWS renders of each judge_train digit: bicubic 8->16, random affine (shift <= 1 px, scale 0.9-1.1), blur."""
-    from sklearn.datasets import load_digits
-
     import kornia
+    from sklearn.datasets import load_digits
 
     data = load_digits()
     idx = digits._split_indices()["judge_train"]
@@ -86,8 +86,11 @@ def build(out: Path) -> dict:
         real, real_labels = digits.load_digits_images(split)
         facts[f"accuracy_on_{split}"] = float((judge.predict(real) == real_labels).float().mean())
     out.mkdir(parents=True, exist_ok=True)
-    save_file({"references": references.half().contiguous(), "labels": labels.contiguous()}, str(out / OUTSIDER_FILE),
-              metadata={digits.METADATA_KEY: json.dumps(facts, sort_keys=True)})
+    save_file(
+        {"references": references.half().contiguous(), "labels": labels.contiguous()},
+        str(out / OUTSIDER_FILE),
+        metadata={digits.METADATA_KEY: json.dumps(facts, sort_keys=True)},
+    )
     return facts
 
 

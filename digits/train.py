@@ -5,6 +5,7 @@
 Seeded and deterministic on a given machine (fixed thread count, seeded generators for data
 order, noise and timesteps). About 5-6 minutes on 2 CPU cores, most of it the DDPM.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,12 +29,13 @@ SEED = 0
 # Helpers
 # ----------------------------------------------------------------------------------------
 
+
 def _batches(num_items: int, batch_size: int, generator: torch.Generator):
     """Endless minibatch indices: a fresh seeded permutation per epoch."""
     while True:
         order = torch.randperm(num_items, generator=generator)
         for start in range(0, num_items - batch_size + 1, batch_size):
-            yield order[start:start + batch_size]
+            yield order[start : start + batch_size]
 
 
 def _count(module: nn.Module) -> int:
@@ -83,14 +85,15 @@ def make_junk(images: torch.Tensor, labels: torch.Tensor, generator: torch.Gener
     kind = torch.randint(0, 5, (b,), generator=generator).view(b, 1, 1, 1)
     noise = torch.rand(images.shape, generator=generator)
     coarse = torch.randn(b, 1, 4, 4, generator=generator)
-    sharpness = (3.0 + 17.0 * torch.rand(b, 1, 1, 1, generator=generator))
+    sharpness = 3.0 + 17.0 * torch.rand(b, 1, 1, 1, generator=generator)
     threshold = torch.rand(b, 1, 1, 1, generator=generator) * 1.5 - 0.5
     blobs = torch.sigmoid(sharpness * (F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False) - threshold))
     grey = torch.rand(b, 1, 1, 1, generator=generator).expand_as(images)
     faint = 0.4 * _gaussian_blur(images, 3.0 + torch.rand(b, generator=generator) * 2.0)
     partner = torch.randperm(b, generator=generator)
-    blend = torch.where(torch.rand(b, 1, 1, 1, generator=generator) < 0.5,
-                        0.5 * (images + images[partner]), torch.maximum(images, images[partner]))
+    blend = torch.where(
+        torch.rand(b, 1, 1, 1, generator=generator) < 0.5, 0.5 * (images + images[partner]), torch.maximum(images, images[partner])
+    )
     junk = torch.stack([noise, blobs, grey, faint, blend])  # (5, B, 1, H, W)
     junk = torch.gather(junk, 0, kind.unsqueeze(0).expand(1, b, 1, h, w))[0]
     usable = (kind.view(b) != 4) | (labels != labels[partner])  # a blend of two 3s is still a 3
@@ -106,6 +109,7 @@ def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
 # ----------------------------------------------------------------------------------------
 # Training phases
 # ----------------------------------------------------------------------------------------
+
 
 def train_classifier(classifier, images, labels, *, steps, lr, weight_decay, batch_size, augment, seed, name, junk_weight=0.0):
     """Cross-entropy training. augment: apply `degrade` to the inputs. junk_weight > 0: also push
@@ -189,6 +193,7 @@ def train_ddpm(unet, images, *, steps, lr, batch_size, ema_decay, seed, weight_r
 # Outputs
 # ----------------------------------------------------------------------------------------
 
+
 def save_module(module: nn.Module, path: Path, metadata: dict):
     """Weights plus metadata as one JSON string: safetensors writes several metadata keys in
     arbitrary order, which would make identical retrainings differ byte for byte."""
@@ -211,7 +216,7 @@ def save_grid(images: torch.Tensor, path: Path, columns: int = 8, scale: int = 4
     big = F.interpolate(images, scale_factor=scale, mode="nearest")[:, 0]
     for i in range(n):
         r, c = divmod(i, columns)
-        canvas[gap + r * cell_h: gap + r * cell_h + h * scale, gap + c * cell_w: gap + c * cell_w + w * scale] = big[i]
+        canvas[gap + r * cell_h : gap + r * cell_h + h * scale, gap + c * cell_w : gap + c * cell_w + w * scale] = big[i]
     Image.fromarray((canvas * 255).round().byte().numpy(), mode="L").save(path)
 
 
@@ -242,9 +247,11 @@ def tweedie_accuracy(bundle: digits.PretrainedDigits, images, labels, timesteps=
     for t in timesteps:
         sigma = float(bundle.denoiser.sigmas[t])
         predicted = digits.decode(bundle.denoiser(x0 + sigma * torch.randn(x0.shape, generator=generator), sigma))
-        result[t] = {"sigma": sigma,
-                     "guide": float((bundle.guide(predicted).argmax(dim=1) == labels).float().mean()),
-                     "judge": float((bundle.judge(predicted).argmax(dim=1) == labels).float().mean())}
+        result[t] = {
+            "sigma": sigma,
+            "guide": float((bundle.guide(predicted).argmax(dim=1) == labels).float().mean()),
+            "judge": float((bundle.judge(predicted).argmax(dim=1) == labels).float().mean()),
+        }
     return result
 
 
@@ -269,14 +276,20 @@ def guided_hit_rate(bundle: digits.PretrainedDigits, scale: float, num_images: i
     with torch.no_grad():
         probs = bundle.judge(digits.decode(x).clamp(0, 1)).softmax(dim=1)
     confidence, predicted = probs.max(dim=1)
-    return {"scale": scale, "steps": steps, "count": num_images, "hit_rate": float(((predicted == targets) & (confidence > 0.5)).float().mean()),
-            "argmax_hit_rate": float((predicted == targets).float().mean()),
-            "judge_mean_max_prob": float(confidence.mean())}
+    return {
+        "scale": scale,
+        "steps": steps,
+        "count": num_images,
+        "hit_rate": float(((predicted == targets) & (confidence > 0.5)).float().mean()),
+        "argmax_hit_rate": float((predicted == targets).float().mean()),
+        "judge_mean_max_prob": float(confidence.mean()),
+    }
 
 
 # ----------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -312,8 +325,12 @@ def main(argv=None):
     guide_cfg = dict(steps=args.guide_steps, lr=3e-3, weight_decay=1e-4, batch_size=128)
     guide_loss = train_classifier(guide, train_a, labels_a, augment=True, seed=SEED + 1, name="guide", **guide_cfg)
     degraded_b = degrade(images_b, train_a.mean(dim=0, keepdim=True), torch.Generator().manual_seed(SEED + 11))
-    facts["guide"] = dict(guide_cfg, final_loss=guide_loss, accuracy_B=accuracy(guide, images_b, labels_b),
-                          accuracy_B_degraded=accuracy(guide, degraded_b, labels_b))
+    facts["guide"] = dict(
+        guide_cfg,
+        final_loss=guide_loss,
+        accuracy_B=accuracy(guide, images_b, labels_b),
+        accuracy_B_degraded=accuracy(guide, degraded_b, labels_b),
+    )
     facts["time"]["guide"] = time.time() - t0
     print(f"[guide] accuracy on B {facts['guide']['accuracy_B']:.4f}, on degraded B {facts['guide']['accuracy_B_degraded']:.4f}")
 
@@ -323,8 +340,12 @@ def main(argv=None):
     judge = digits.JudgeMLP()
     judge_cfg = dict(steps=args.judge_steps, lr=2e-3, weight_decay=1e-3, batch_size=128, junk_weight=0.5)
     judge_loss = train_classifier(judge, judge_x, judge_y, augment=False, seed=SEED + 2, name="judge", **judge_cfg)
-    facts["judge"] = dict(judge_cfg, final_loss=judge_loss, accuracy_A=accuracy(judge, train_a, labels_a),
-                          accuracy_heldout=accuracy(judge, heldout_x, heldout_y))
+    facts["judge"] = dict(
+        judge_cfg,
+        final_loss=judge_loss,
+        accuracy_A=accuracy(judge, train_a, labels_a),
+        accuracy_heldout=accuracy(judge, heldout_x, heldout_y),
+    )
     facts["time"]["judge"] = time.time() - t0
     print(f"[judge] accuracy on A {facts['judge']['accuracy_A']:.4f}, on heldout {facts['judge']['accuracy_heldout']:.4f}")
 
@@ -338,8 +359,11 @@ def main(argv=None):
     facts["time"]["ddpm"] = time.time() - t0
 
     facts["params"] = {"ddpm": _count(unet), "guide": _count(guide), "judge": _count(judge)}
-    save_module(unet, out / digits.DDPM_FILE, {"model": "ddpm", "unet_config": digits.UNET_CONFIG,
-                                               "scheduler_config": digits.SCHEDULER_CONFIG, "training": facts["ddpm"]})
+    save_module(
+        unet,
+        out / digits.DDPM_FILE,
+        {"model": "ddpm", "unet_config": digits.UNET_CONFIG, "scheduler_config": digits.SCHEDULER_CONFIG, "training": facts["ddpm"]},
+    )
     save_module(guide, out / digits.GUIDE_FILE, {"model": "guide", "architecture": "GuideCNN", "training": facts["guide"]})
     save_module(judge, out / digits.JUDGE_FILE, {"model": "judge", "architecture": "JudgeMLP", "training": facts["judge"]})
 
@@ -359,7 +383,9 @@ def main(argv=None):
     facts["time"]["evaluation"] = time.time() - t0
     facts["time"]["total"] = time.time() - t_total
     facts["time"]["cpu_total"] = time.process_time() - cpu_total
-    facts["file_sizes"] = {name: (out / name).stat().st_size for name in (digits.DDPM_FILE, digits.GUIDE_FILE, digits.JUDGE_FILE, "samples.png")}
+    facts["file_sizes"] = {
+        name: (out / name).stat().st_size for name in (digits.DDPM_FILE, digits.GUIDE_FILE, digits.JUDGE_FILE, "samples.png")
+    }
     write_card(card_path, facts, grid_path, seed=SEED)
 
     summary = {k: facts[k] for k in ("params", "unguided", "real_heldout", "guided", "time", "file_sizes")}

@@ -5,6 +5,7 @@ the paper's code uses. All |T| copies go through the loss in ONE batched call an
 losses are averaged per sample, so a misaligned (adversarial) gradient of one view is
 averaged away while the cost stays one loss-model forward per step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -87,7 +88,6 @@ def augmented_loss(loss: Loss, images: torch.Tensor, augment: RandomAugment | No
     values = loss(augment(images))
     if values.shape != (copies * batch,):
         raise SteerError(
-            f"loss '{loss.name}' returned shape {tuple(values.shape)} for {copies * batch} images; "
-            "a loss must return one value per image"
+            f"loss '{loss.name}' returned shape {tuple(values.shape)} for {copies * batch} images; a loss must return one value per image"
         )
     return values.view(copies, batch).mean(dim=0)

@@ -5,6 +5,7 @@ replaced on the instance and restored afterwards (even on error). Under checkpoi
 only its inputs for backward and recomputes the rest; the weight copies comfy.ops makes for the
 identity weight wrappers are recomputed too instead of being held until backward.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager

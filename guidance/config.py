@@ -1,11 +1,12 @@
 """Guidance configuration: one frozen dataclass, presets as named instances of it."""
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
 
-from .augment import AugmentConfig
 from ..errors import SteerError
+from .augment import AugmentConfig
 from .losses.base import Window
 from .step_rules import STEP_RULES
 

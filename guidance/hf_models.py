@@ -10,6 +10,7 @@ plus the files' mtimes and sizes, so replacing a file reloads it). Weights stay 
 the checkpoint's dtype until a loss first uses them; then they move to that loss's device and
 dtype, once.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,14 +74,20 @@ class FolderContents:
             if not present
         ]
         if missing:
-            raise SteerError(f"model folder {str(path)!r} is missing {', '.join(missing)}. A guidance model folder holds {EXPECTED_FILES_TEXT}.")
+            raise SteerError(
+                f"model folder {str(path)!r} is missing {', '.join(missing)}. A guidance model folder holds {EXPECTED_FILES_TEXT}."
+            )
         config = _read_json(path / CONFIG_FILE)
         preprocessor = _read_json(path / PREPROCESSOR_FILE)
         kind = _kind_of(config, path)
         if "auto_map" in config or any(isinstance(v, dict) and "auto_map" in v for v in (preprocessor, config.get("vision_config"))):
             # Remote code is a program shipped with the weights: never run, whatever the folder asks.
-            log.warning("steer: %s asks for its own Python code (auto_map); Steer never runs it and loads the standard "
-                        "transformers class for %r instead", path, kind)
+            log.warning(
+                "steer: %s asks for its own Python code (auto_map); Steer never runs it and loads the standard "
+                "transformers class for %r instead",
+                path,
+                kind,
+            )
         return cls(path=path, kind=kind, config=config, preprocessor=preprocessor)
 
     def tokenizer_files(self) -> tuple[str, ...] | None:
@@ -145,7 +152,9 @@ class LoadedModel:
     def tokenizer(self):
         if self._tokenizer is None:
             if self.kind != "clip":
-                raise SteerError(f"model {self.path.name!r} is a {self.kind} model and has no text encoder; load a full CLIP folder for text guidance")
+                raise SteerError(
+                    f"model {self.path.name!r} is a {self.kind} model and has no text encoder; load a full CLIP folder for text guidance"
+                )
             if self.contents.tokenizer_files() is None:
                 raise SteerError(
                     f"model folder {str(self.path)!r} has no tokenizer: text guidance needs tokenizer.json "

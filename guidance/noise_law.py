@@ -5,6 +5,7 @@ conversion) the law is variance-exploding: x = x0 + σ·n. Flow models (SD3, Flu
 x = (1 − σ)·x0 + σ·n. Every formula in the engine goes through this one object, so the
 DDIM step, the noise estimate and time travel's re-noising agree with the model's own law.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """A small line chart of a guidance trace, drawn with PIL so no plotting library is needed."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,9 +34,7 @@ def _panel(draw: ImageDraw.ImageDraw, series, title, colour, box, steps):
     y_min, y_max = min(ys), max(ys)
     if y_max - y_min < 1e-12:
         y_min, y_max = y_min - 0.5 * abs(y_min) - 1e-6, y_max + 0.5 * abs(y_max) + 1e-6
-    points = [
-        (left + (right - left) * s / x_max, bottom - (bottom - top) * (v - y_min) / (y_max - y_min)) for s, v in series
-    ]
+    points = [(left + (right - left) * s / x_max, bottom - (bottom - top) * (v - y_min) / (y_max - y_min)) for s, v in series]
     if len(points) > 1:
         draw.line(points, fill=colour, width=2)
     for px, py in points:

@@ -4,6 +4,7 @@ Model preprocessors (Hugging Face image processors, ComfyUI's clip_preprocess) g
 or round to 8-bit levels; both cut the gradient. This does the same geometry and arithmetic
 with torch ops only, so the gradient reaches every pixel the model sees.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace

@@ -1,9 +1,10 @@
 """The guided sampling loop: one loop, pluggable step rules, over three callables.
 
-    denoiser(x, sigma) -> x0        what ComfyUI's model wrapper returns for eps, v and flow models
-    decode(latent)     -> images    keeps gradients; images (B, C, H, W) in about [0, 1]
-    loss(images)       -> (B,)      per-sample loss, see losses/base.py
+denoiser(x, sigma) -> x0        what ComfyUI's model wrapper returns for eps, v and flow models
+decode(latent)     -> images    keeps gradients; images (B, C, H, W) in about [0, 1]
+loss(images)       -> (B,)      per-sample loss, see losses/base.py
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -11,9 +12,9 @@ from typing import Callable
 
 import torch
 
+from ..errors import SteerError
 from .augment import RandomAugment, augmented_loss
 from .config import GuidanceConfig
-from ..errors import SteerError
 from .losses.base import Loss
 from .noise_law import VARIANCE_EXPLODING, NoiseLaw
 from .step_rules import STEP_RULES, StepContext, cap_displacement, per_sample_norm, per_sample_rms
@@ -159,7 +160,11 @@ def _step(x, sigma, sigma_next, i, repeat, denoiser, decode, loss, config, law, 
     eps = law.eps(x, x0, sigma)
     x_next = law.ddim_step(x0, eps, sigma, sigma_next, config.eta, fresh)
     context = StepContext(
-        eps=eps, denoise_step=x_next - x, noise_level=law.noise(sigma), loss=values, image_grad=image_grad,
+        eps=eps,
+        denoise_step=x_next - x,
+        noise_level=law.noise(sigma),
+        loss=values,
+        image_grad=image_grad,
         noise_drop=law.noise(sigma) - law.noise(sigma_next),
     )
     displacement = rule(grad, context, config.scale, config.min_grad_norm)

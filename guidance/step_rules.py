@@ -4,6 +4,7 @@ Every rule returns a displacement with the gradient's shape; the sampler subtrac
 All norms are per sample (dim 0 is the batch), so a batch of different seeds is guided
 independently. The reference code of Shen et al. takes batch-global norms; we do not.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -94,7 +95,13 @@ def constant(grad: torch.Tensor, ctx: StepContext, scale: float, min_grad_norm: 
     return scale * grad
 
 
-STEP_RULES = {"polyak": polyak, "loss_polyak": loss_polyak, "image_normalized": image_normalized, "normalized": normalized, "constant": constant}
+STEP_RULES = {
+    "polyak": polyak,
+    "loss_polyak": loss_polyak,
+    "image_normalized": image_normalized,
+    "normalized": normalized,
+    "constant": constant,
+}
 
 
 def cap_displacement(displacement: torch.Tensor, max_rms: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,5 @@
 """What the guidance did, step by step: per-sample loss, gradient norm and displacement."""
+
 from __future__ import annotations
 
 import json

@@ -2,6 +2,7 @@
 
 Each node module lists its classes in NODES; a node's id lives only in its schema.
 """
+
 from comfy_api.latest import ComfyExtension, io
 
 from . import guidance_nodes, loss_nodes, model_loss_nodes, personalize_nodes

@@ -14,6 +14,7 @@ Three things stop gradients through ComfyUI's CLIP vision, each handled here, in
 The walk also stops at the requested block, so a style loss on block 2 of a 24-block ViT-L pays
 for 3 blocks, not 24.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,7 +57,9 @@ class ComfyCLIPVisionEncoder:
         self.projection = model.visual_projection
         self.num_blocks = len(self.vision.encoder.layers)
         size = int(clip_vision.image_size)
-        self.preprocess = ImagePreprocess(size=(size, size), mean=tuple(clip_vision.image_mean), std=tuple(clip_vision.image_std), resample="bicubic", fit=fit)
+        self.preprocess = ImagePreprocess(
+            size=(size, size), mean=tuple(clip_vision.image_mean), std=tuple(clip_vision.image_std), resample="bicubic", fit=fit
+        )
         self.has_class_token = getattr(self.vision.embeddings, "class_embedding", None) is not None
         self.name = name
 

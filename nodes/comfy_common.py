@@ -2,6 +2,7 @@
 (inference tensors), the block lists gradient checkpointing wraps, CLIP layers without in-place
 residuals, and ComfyUI's IMAGE layout.
 """
+
 from __future__ import annotations
 
 import types

@@ -5,11 +5,11 @@ Every ComfyUI quirk the guided sampler has to work around lives here, one functi
 - VAE.decode clamps, moves to the CPU and may tile under inference mode;
 - the model wrapper batches CFG branches, which we may want to differentiate separately.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
-
 import os
 import threading
 
@@ -20,20 +20,17 @@ import comfy.utils
 import folder_paths
 import torch
 
-from ..guidance.config import GuidanceConfig
 from ..errors import SteerError
-from ..safe_files import is_safetensors, read_safetensors
+from ..guidance.checkpointing import gradient_checkpointing
+from ..guidance.config import GuidanceConfig
 from ..guidance.losses.base import Loss
 from ..guidance.noise_law import FLOW, VARIANCE_EXPLODING
 from ..guidance.sampler import sample
 from ..guidance.trace import GuidanceTrace
-from ..guidance.checkpointing import gradient_checkpointing
+from ..safe_files import is_safetensors, read_safetensors
 from .comfy_common import differentiable_clone, unet_checkpoint_blocks, vae_decoder_checkpoint_blocks
 
 log = logging.getLogger("steer")
-
-
-
 
 
 def noise_law_of(model_sampling):
@@ -75,8 +72,7 @@ def tiny_decoder_file(latent_format) -> str:
     name = getattr(latent_format, "taesd_decoder_name", None)
     if not name:
         raise SteerError(
-            f"no tiny (TAESD) decoder exists for this model's latent space ({type(latent_format).__name__}); "
-            "set loss_decoder to 'vae'"
+            f"no tiny (TAESD) decoder exists for this model's latent space ({type(latent_format).__name__}); set loss_decoder to 'vae'"
         )
     candidates = [f for f in folder_paths.get_filename_list("vae_approx") if os.path.basename(f).startswith(f"{name}.")]
     files = [f for f in candidates if is_safetensors(f)]  # never unpickle a .pth
@@ -172,8 +168,19 @@ def differentiable_models(guider, vae, config: GuidanceConfig, loss_decoder: str
 
 
 def guided_sampler_function(
-    model, x, sigmas, extra_args=None, callback=None, disable=None, *, vae, loss: Loss, config: GuidanceConfig, trace: GuidanceTrace,
-    loss_decoder: str = "vae", checkpointing: bool = True,
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    *,
+    vae,
+    loss: Loss,
+    config: GuidanceConfig,
+    trace: GuidanceTrace,
+    loss_decoder: str = "vae",
+    checkpointing: bool = True,
 ):
     """A k-diffusion style sampler function for comfy.samplers.KSAMPLER."""
     extra_args = dict(extra_args or {})
@@ -220,5 +227,12 @@ def make_sampler(vae, loss: Loss, config: GuidanceConfig, trace: GuidanceTrace, 
         raise SteerError(f"loss_decoder must be one of {LOSS_DECODERS}, got {loss_decoder!r}")
     return comfy.samplers.KSAMPLER(
         guided_sampler_function,
-        extra_options={"vae": vae, "loss": loss, "config": config, "trace": trace, "loss_decoder": loss_decoder, "checkpointing": checkpointing},
+        extra_options={
+            "vae": vae,
+            "loss": loss,
+            "config": config,
+            "trace": trace,
+            "loss_decoder": loss_decoder,
+            "checkpointing": checkpointing,
+        },
     )

@@ -30,6 +30,7 @@ Every ComfyUI quirk training meets is handled here, one function each, in our sc
   With a pool of augmented views (TrainingImages(views_per_image=K)) the whole pool is encoded
   up front by `cache_latents`, before the UNet is loaded for training.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,15 +43,15 @@ import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 
 from ..errors import SteerError
+from ..guidance.checkpointing import checkpointed
+from ..patching import AttributePatch
 from ..personalize.backbone import EncodedPrompt
 from ..personalize.latent_cache import DEFAULT_BUDGET_BYTES, LatentCache, sample_latents
 from ..personalize.prompt import category_token_id, check_prompt_length, split_at_placeholder
 from ..personalize.regularizer import AttentionCapture, capturing_attention, merge_heads, split_heads
 from ..personalize.stages import CROSS_ATTENTION, TOKEN, UNET
-from ..guidance.checkpointing import checkpointed
-from ..patching import AttributePatch
-from .comfy_trainable import check_supported, noise_schedule_of, single_text_encoder
 from .comfy_common import differentiable_clone, out_of_place_clip_layers, unet_checkpoint_blocks
+from .comfy_trainable import check_supported, noise_schedule_of, single_text_encoder
 
 log = logging.getLogger("steer")
 
@@ -77,7 +78,11 @@ def capturing_attn2(capture: AttentionCapture):
 def attn2_blocks(diffusion_model: torch.nn.Module) -> list[tuple[str, int]]:
     """The (block name, number) keys of every UNet block holding a SpatialTransformer with attn2."""
     keys = []
-    for block_name, blocks in (("input", diffusion_model.input_blocks), ("middle", [diffusion_model.middle_block]), ("output", diffusion_model.output_blocks)):
+    for block_name, blocks in (
+        ("input", diffusion_model.input_blocks),
+        ("middle", [diffusion_model.middle_block]),
+        ("output", diffusion_model.output_blocks),
+    ):
         for number, block in enumerate(blocks):
             if block is not None and any(isinstance(m, SpatialTransformer) for m in block.modules()):
                 keys.append((block_name, number))
@@ -187,7 +192,7 @@ class ComfyBackbone:
 
         def trainable(key: str) -> _TrainableWeight:
             wrapper = _TrainableWeight()
-            self._wrappers[key[len(UNET_PREFIX):]] = wrapper
+            self._wrappers[key[len(UNET_PREFIX) :]] = wrapper
             return wrapper
 
         self._unet = differentiable_clone(self._model, prefix=UNET_PREFIX, wrapper=trainable)
@@ -317,7 +322,9 @@ class ComfyBackbone:
     def cache_latents(self, views: Iterable[torch.Tensor], batch_size: int = 8) -> int:
         """Encode these (3, H, W) views in [-1, 1] now (e.g. TrainingImages.all_views()); returns
         how many were new. Call before opening, so the VAE and the UNet need not be resident together."""
-        return self._latents.fill(views, self._latent_distribution, batch_size, before_batch=comfy.model_management.throw_exception_if_processing_interrupted)
+        return self._latents.fill(
+            views, self._latent_distribution, batch_size, before_batch=comfy.model_management.throw_exception_if_processing_interrupted
+        )
 
     @torch.no_grad()
     def _latent_distribution(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,7 +340,10 @@ class ComfyBackbone:
             moments = first_stage.quant_conv(moments)
         moments = moments.float()
         if moments.shape[1] != 2 * vae.latent_channels:
-            raise SteerError(f"this VAE's encoder gives {moments.shape[1]} channels, not a Gaussian posterior over {vae.latent_channels}; use the checkpoint's own VAE")
+            raise SteerError(
+                f"this VAE's encoder gives {moments.shape[1]} channels, not a Gaussian posterior over {vae.latent_channels}; use "
+                "the checkpoint's own VAE"
+            )
         mean, log_variance = moments.chunk(2, dim=1)
         std = torch.exp(0.5 * log_variance.clamp(-30.0, 20.0))
         if self._unet is not None:  # mid-training cache miss: make sure the training models are back

@@ -1,5 +1,6 @@
 """Which ComfyUI models AttnDreamBooth can train, and what their noise schedule is: SD1.x/SD2.x
 UNets (openaimodel.UNetModel) with one CLIP text encoder, ε or v prediction."""
+
 from __future__ import annotations
 
 import comfy.clip_model
@@ -79,7 +80,7 @@ def single_text_encoder(clip):
 
 
 def prediction_type_of(model_sampling) -> str:
-    """"epsilon" or "v_prediction" for ComfyUI's discrete DDPM samplings; SteerError otherwise."""
+    """ "epsilon" or "v_prediction" for ComfyUI's discrete DDPM samplings; SteerError otherwise."""
     ms = comfy.model_sampling
     if isinstance(model_sampling, ms.V_PREDICTION) and not isinstance(model_sampling, ms.EDM):
         kind = "v_prediction"
@@ -106,5 +107,3 @@ def noise_schedule_of(model_sampling) -> NoiseSchedule:
     """ᾱ_t = 1 / (1 + σ_t²) (ComfyUI keeps σ_t = √((1 − ᾱ_t)/ᾱ_t))."""
     sigmas = model_sampling.sigmas.detach().double().cpu()
     return NoiseSchedule(1.0 / (1.0 + sigmas.square()), prediction_type_of(model_sampling))
-
-

@@ -1,11 +1,12 @@
 """Guided sampler nodes. They read inputs, build a GuidanceConfig and hand over to the engine."""
+
 from __future__ import annotations
 
 import torch
 from comfy_api.latest import io
 
 from ..guidance.augment import AugmentConfig
-from ..guidance.config import DEFAULT_PRESET, GRADIENT_PATHS, CFG_GRADIENTS, PRESETS, GuidanceConfig, TimeTravel
+from ..guidance.config import CFG_GRADIENTS, DEFAULT_PRESET, GRADIENT_PATHS, PRESETS, GuidanceConfig, TimeTravel
 from ..guidance.config import preset as preset_config
 from ..guidance.losses.base import Window
 from ..guidance.plot import plot_trace
@@ -29,7 +30,10 @@ def sampler_inputs() -> list[io.Input]:
 
 def loss_decoder_input() -> Choice:
     return Choice(
-        "loss_decoder", LOSS_DECODERS, default="vae", optional=True,
+        "loss_decoder",
+        LOSS_DECODERS,
+        default="vae",
+        optional=True,
         tooltip="What decodes x̂0 for the loss. vae: the connected VAE (exact). taesd: the tiny TAESD decoder from models/vae_approx "
         "(the file TAESD previews use): a fraction of the VAE's time and memory, slightly less exact colours and detail.",
     )
@@ -50,19 +54,27 @@ class SteerGuidedSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SteerGuidedSampler", display_name="Steer Guided Sampler", category=CATEGORY,
+            node_id="SteerGuidedSampler",
+            display_name="Steer Guided Sampler",
+            category=CATEGORY,
             description="A loss-guided sampler for SamplerCustom / SamplerCustomAdvanced. At each step it predicts x̂0, decodes it, "
             "scores it with the loss and moves the latent along the loss gradient. Presets reproduce published methods; "
             "'paper' is Shen et al. (NeurIPS 2024): Polyak step, random augmentation and time travel.",
             inputs=[
                 *sampler_inputs(),
                 Choice(
-                    "preset", PRESETS, default=DEFAULT_PRESET,
+                    "preset",
+                    PRESETS,
+                    default=DEFAULT_PRESET,
                     tooltip="paper: Shen et al. (Polyak + augmentation + time travel). freedom, ugd, mpgd, dps: "
                     "those methods as their authors run them. mpgd is the fastest: no backward pass through the model.",
                 ),
                 io.Float.Input(
-                    "strength", default=1.0, min=0.0, max=100.0, step=0.05,
+                    "strength",
+                    default=1.0,
+                    min=0.0,
+                    max=100.0,
+                    step=0.05,
                     tooltip="Multiplies the preset's step size. 0 = no guidance. Raise it if the result ignores the loss; "
                     "lower it if images break up or become noisy.",
                 ),
@@ -83,60 +95,89 @@ class SteerGuidedSamplerAdvanced(io.ComfyNode):
     def define_schema(cls):
         base = PRESETS[DEFAULT_PRESET]
         return io.Schema(
-            node_id="SteerGuidedSamplerAdvanced", display_name="Steer Guided Sampler (Advanced)", category=CATEGORY,
+            node_id="SteerGuidedSamplerAdvanced",
+            display_name="Steer Guided Sampler (Advanced)",
+            category=CATEGORY,
             description="The guided sampler with every engine option exposed. See the README's option table for what each one does.",
             inputs=[
                 *sampler_inputs(),
                 Choice(
-                    "gradient_path", GRADIENT_PATHS, default=base.gradient_path,
+                    "gradient_path",
+                    GRADIENT_PATHS,
+                    default=base.gradient_path,
                     tooltip="through_model: gradient w.r.t. the noisy latent, back through the model (the paper, FreeDoM, UGD, DPS). "
                     "x0_shortcut: gradient w.r.t. x̂0 only (MPGD), no backward through the model: about half the cost.",
                 ),
                 Choice(
-                    "cfg_gradient", CFG_GRADIENTS, default=base.cfg_gradient,
+                    "cfg_gradient",
+                    CFG_GRADIENTS,
+                    default=base.cfg_gradient,
                     tooltip="With CFG on: backpropagate through the positive branch only (cheaper), or through the combined CFG "
                     "prediction.",
                 ),
                 Choice(
-                    "step_rule", STEP_RULES, default=base.step_rule,
+                    "step_rule",
+                    STEP_RULES,
+                    default=base.step_rule,
                     tooltip="polyak: η·‖ε̂‖/‖g‖² per sample (Shen et al.). loss_polyak: η·loss/‖g‖², removes about the fraction η of the "
                     "loss per step on any model. normalized: step RMS = scale × the denoising step's RMS (FreeDoM). constant: scale × "
                     "gradient (DPS).",
                 ),
                 io.Float.Input(
-                    "scale", default=base.scale, min=0.0, max=1e4, step=0.01,
+                    "scale",
+                    default=base.scale,
+                    min=0.0,
+                    max=1e4,
+                    step=0.01,
                     tooltip="η of the step rule. Typical: polyak 0.1–5, loss_polyak 0.02–0.3, normalized 0.05–1, constant depends on "
                     "the loss scale.",
                 ),
                 io.Float.Input(
-                    "max_step", default=base.max_step, min=1e-4, max=100.0, step=0.01,
+                    "max_step",
+                    default=base.max_step,
+                    min=1e-4,
+                    max=100.0,
+                    step=0.01,
                     tooltip="Cap on each sample's RMS displacement, in units of the current noise level σ (x0_shortcut: data units). "
                     "Guards against huge Polyak steps on flat losses.",
                 ),
                 io.Int.Input(
-                    "augment_copies", default=base.augment.copies, min=0, max=64,
+                    "augment_copies",
+                    default=base.augment.copies,
+                    min=0,
+                    max=64,
                     tooltip="Random augmentation |T|: number of DiffAugment views (colour, translation, resize, cutout) scored per step "
                     "in one batch. 0 = off. The paper uses 10.",
                 ),
                 io.Int.Input(
-                    "time_travel_repeats", default=base.time_travel.repeats, min=1, max=20,
+                    "time_travel_repeats",
+                    default=base.time_travel.repeats,
+                    min=1,
+                    max=20,
                     tooltip="Time travel: each step inside the time-travel window is done this many times, re-noising in between. 1 = off.",
                 ),
                 fraction(
-                    "time_travel_start", base.time_travel.window.start,
+                    "time_travel_start",
+                    base.time_travel.window.start,
                     "Where the time-travel window starts, as a fraction of the sampling steps (0 = first step).",
                 ),
                 fraction(
-                    "time_travel_end", base.time_travel.window.end,
+                    "time_travel_end",
+                    base.time_travel.window.end,
                     "Where the time-travel window ends, as a fraction of the sampling steps (1 = after the last step).",
                 ),
                 fraction("guidance_start", base.window.start, "First part of the schedule that is guided, as a fraction of the steps."),
                 fraction(
-                    "guidance_end", base.window.end,
+                    "guidance_end",
+                    base.window.end,
                     "End of the guided part of the schedule. Leaving the last steps unguided lets the model clean up.",
                 ),
                 io.Float.Input(
-                    "eta", default=base.eta, min=0.0, max=1.0, step=0.05,
+                    "eta",
+                    default=base.eta,
+                    min=0.0,
+                    max=1.0,
+                    step=0.05,
                     tooltip="DDIM η: 0 = deterministic DDIM, 1 = Euler ancestral (fresh noise each step).",
                 ),
                 loss_decoder_input(),
@@ -150,8 +191,23 @@ class SteerGuidedSamplerAdvanced(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, vae, loss, gradient_path, cfg_gradient, step_rule, scale, max_step, augment_copies, time_travel_repeats,
-        time_travel_start, time_travel_end, guidance_start, guidance_end, eta, loss_decoder="vae", gradient_checkpointing=True,
+        cls,
+        vae,
+        loss,
+        gradient_path,
+        cfg_gradient,
+        step_rule,
+        scale,
+        max_step,
+        augment_copies,
+        time_travel_repeats,
+        time_travel_start,
+        time_travel_end,
+        guidance_start,
+        guidance_end,
+        eta,
+        loss_decoder="vae",
+        gradient_checkpointing=True,
     ) -> io.NodeOutput:
         config = GuidanceConfig(
             gradient_path=gradient_path,
@@ -172,7 +228,9 @@ class SteerGuidanceReport(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SteerGuidanceReport", display_name="Steer Guidance Report", category=CATEGORY,
+            node_id="SteerGuidanceReport",
+            display_name="Steer Guidance Report",
+            category=CATEGORY,
             description="Shows what the guidance did in the last run: a plot of the per-step loss and step size, and the numbers as JSON.",
             inputs=[
                 Trace.Input("trace", tooltip="The trace output of a Steer guided sampler."),

@@ -1,4 +1,5 @@
 """Loss nodes that need no extra model: colour, edges, and a weighted combination."""
+
 from __future__ import annotations
 
 import re
@@ -29,7 +30,9 @@ class SteerColorLoss(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SteerColorLoss", display_name="Steer Colour Loss", category=CATEGORY,
+            node_id="SteerColorLoss",
+            display_name="Steer Colour Loss",
+            category=CATEGORY,
             description="Steers toward a colour: a target colour, or (when a reference image is connected) the reference's colour "
             "statistics. Needs no model.",
             inputs=[
@@ -37,11 +40,14 @@ class SteerColorLoss(io.ComfyNode):
                     "color", default="#ff0000", tooltip="Target colour as hex, e.g. #ff0000. Ignored when a reference image is connected."
                 ),
                 Choice(
-                    "match", COLOR_MATCHES, default="pixels",
+                    "match",
+                    COLOR_MATCHES,
+                    default="pixels",
                     tooltip="pixels: every pixel toward the colour (strong tint). average: only the image's mean colour (keeps contrast).",
                 ),
                 io.Image.Input(
-                    "reference", optional=True,
+                    "reference",
+                    optional=True,
                     tooltip="Optional. Match this image's per-channel colour mean and spread instead of a single colour.",
                 ),
             ],
@@ -59,7 +65,9 @@ class SteerEdgeLoss(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SteerEdgeLoss", display_name="Steer Edge Loss", category=CATEGORY,
+            node_id="SteerEdgeLoss",
+            display_name="Steer Edge Loss",
+            category=CATEGORY,
             description="Steers the structure toward a reference image's edges (Sobel edge maps via kornia, compared at the sample's "
             "size). Needs no model.",
             inputs=[
@@ -80,7 +88,12 @@ def combine_slot_inputs(slot: int) -> list[io.Input]:
     return [
         Loss.Input(f"loss_{slot}", optional=True, tooltip=f"Loss {slot}. Unconnected slots are ignored."),
         io.Float.Input(
-            f"weight_{slot}", default=1.0, min=-100.0, max=100.0, step=0.05, optional=True,
+            f"weight_{slot}",
+            default=1.0,
+            min=-100.0,
+            max=100.0,
+            step=0.05,
+            optional=True,
             tooltip=f"Weight of loss {slot}. Losses have different scales; balance them here.",
         ),
         fraction(f"start_{slot}", 0.0, f"Loss {slot} is active from this fraction of the steps...", optional=True),
@@ -92,7 +105,9 @@ class SteerCombineLosses(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SteerCombineLosses", display_name="Steer Combine Losses", category=CATEGORY,
+            node_id="SteerCombineLosses",
+            display_name="Steer Combine Losses",
+            category=CATEGORY,
             description="A weighted sum of up to four losses, each active only in its own part of the schedule (start/end as "
             "fractions of the steps).",
             inputs=[spec for slot in range(1, COMBINE_SLOTS + 1) for spec in combine_slot_inputs(slot)],

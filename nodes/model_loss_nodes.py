@@ -4,6 +4,7 @@ Hugging Face model folders live in ComfyUI's model folder "steer" (models/steer/
 an `extra_model_paths.yaml` entry `steer: path/to/folders` adds more places). Image and style
 losses also take the stock CLIP_VISION models users already have for IPAdapter.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,7 +48,9 @@ def model_roots() -> list[str]:
 
 def fit_input() -> Choice:
     return Choice(
-        "fit", FITS, default="stretch",
+        "fit",
+        FITS,
+        default="stretch",
         tooltip="How the image is fitted to the model's square input. stretch: the whole image is scored, so every pixel is steered. "
         "center_crop: the model sees an undistorted centre crop, as in its training, but the borders are not steered.",
     )
@@ -55,7 +58,9 @@ def fit_input() -> Choice:
 
 def distance_input() -> Choice:
     return Choice(
-        "distance", DISTANCES, default="spherical",
+        "distance",
+        DISTANCES,
+        default="spherical",
         tooltip="spherical: 2·arcsin(‖a−b‖/2)² on unit embeddings (diffusers' CLIP guidance). cosine: 1 − cos. "
         "Both are 0 for a perfect match.",
     )
@@ -65,11 +70,13 @@ def image_encoder_inputs() -> list[io.Input]:
     """The two optional sources of an image or style loss's encoder; image_encoder() checks that exactly one is connected."""
     return [
         GuidanceModel.Input(
-            "guidance_model", optional=True,
+            "guidance_model",
+            optional=True,
             tooltip="A Hugging Face CLIP folder from Steer Load Guidance Model. Connect this or clip_vision, not both.",
         ),
         io.ClipVision.Input(
-            "clip_vision", optional=True,
+            "clip_vision",
+            optional=True,
             tooltip="A stock CLIP_VISION model from Load CLIP Vision (e.g. the ViT-H/ViT-L image encoders IPAdapter uses). "
             "Connect this or guidance_model, not both.",
         ),
@@ -94,19 +101,24 @@ class SteerLoadGuidanceModel(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SteerLoadGuidanceModel", display_name="Steer Load Guidance Model", category=CATEGORY,
+            node_id="SteerLoadGuidanceModel",
+            display_name="Steer Load Guidance Model",
+            category=CATEGORY,
             description="Loads a Hugging Face model folder from models/steer/ for the CLIP and classifier losses: a CLIP folder "
             "(e.g. openai/clip-vit-large-patch14) or any AutoModelForImageClassification folder. safetensors weights only; "
             "nothing is downloaded. A folder loads once and stays cached across prompts.",
             inputs=[
                 # Listed again each time ComfyUI asks for the node's inputs, so new folders show after a page refresh.
                 Choice(
-                    "model_folder", list_model_folders(model_roots()) or [NO_MODEL_FOLDERS],
+                    "model_folder",
+                    list_model_folders(model_roots()) or [NO_MODEL_FOLDERS],
                     tooltip="A folder under models/steer/ holding config.json, model.safetensors and preprocessor_config.json "
                     "(CLIP text also needs tokenizer.json or vocab.json + merges.txt). Copy a Hugging Face repository's files there.",
                 ),
                 Choice(
-                    "precision", PRECISIONS, default="auto",
+                    "precision",
+                    PRECISIONS,
+                    default="auto",
                     tooltip="auto: float16 on a GPU, float32 on the CPU. float32 gives the cleanest gradients; "
                     "float16/bfloat16 halve the memory.",
                 ),
@@ -138,7 +150,9 @@ class SteerCLIPTextLoss(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SteerCLIPTextLoss", display_name="Steer CLIP Text Loss", category=CATEGORY,
+            node_id="SteerCLIPTextLoss",
+            display_name="Steer CLIP Text Loss",
+            category=CATEGORY,
             description="Steers toward a text prompt with a CLIP model, and away from an optional negative prompt: "
             "loss = d(image, prompt) − negative_weight·d(image, negative). The value is about 0.8–1.0 (spherical) "
             "and moves by only ~0.1 under guidance, so next to other losses in Steer Combine Losses give it a weight of about 2–10.",
@@ -149,15 +163,23 @@ class SteerCLIPTextLoss(io.ComfyNode):
                     "clip-vit-large-patch14.",
                 ),
                 io.String.Input(
-                    "prompt", multiline=True, default="",
+                    "prompt",
+                    multiline=True,
+                    default="",
                     tooltip="What the image should look like, e.g. 'golden hour light'. CLIP reads at most 77 tokens.",
                 ),
                 io.String.Input(
-                    "negative_prompt", multiline=True, default="",
+                    "negative_prompt",
+                    multiline=True,
+                    default="",
                     tooltip="Optional. What the image should move away from. Leave empty for none.",
                 ),
                 io.Float.Input(
-                    "negative_weight", default=0.5, min=0.0, max=10.0, step=0.05,
+                    "negative_weight",
+                    default=0.5,
+                    min=0.0,
+                    max=10.0,
+                    step=0.05,
                     tooltip="How hard the negative prompt pushes away, relative to the prompt's pull. 0.3–1 is typical.",
                 ),
                 distance_input(),
@@ -178,7 +200,9 @@ class SteerCLIPImageLoss(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SteerCLIPImageLoss", display_name="Steer CLIP Image Loss", category=CATEGORY,
+            node_id="SteerCLIPImageLoss",
+            display_name="Steer CLIP Image Loss",
+            category=CATEGORY,
             description="Steers toward the CLIP embedding of a reference image (several images are averaged): same content and feel, "
             "not the same pixels. Works with a Hugging Face CLIP folder or a stock CLIP_VISION model. The value is 0 for the "
             "reference itself and about 0.4–0.7 for an unrelated photo; in Steer Combine Losses a weight of about 2–10 is typical.",
@@ -201,7 +225,9 @@ class SteerStyleLoss(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SteerStyleLoss", display_name="Steer Style Loss", category=CATEGORY,
+            node_id="SteerStyleLoss",
+            display_name="Steer Style Loss",
+            category=CATEGORY,
             description="Steers toward a reference image's style, as FreeDoM and MPGD do: the Gram matrix of an early CLIP vision "
             "block's features, sample against reference. The value is ‖G − G_ref‖ / ‖G_ref‖: 0 for the reference's style, about 1 "
             "for an unrelated one; in Steer Combine Losses a weight of about 1–5 is typical. Works with a Hugging Face CLIP folder "
@@ -212,7 +238,10 @@ class SteerStyleLoss(io.ComfyNode):
                     "reference", tooltip="The style reference, e.g. a painting. A batch is averaged into one target Gram matrix."
                 ),
                 io.Int.Input(
-                    "block", default=2, min=0, max=47,
+                    "block",
+                    default=2,
+                    min=0,
+                    max=47,
                     tooltip="Which transformer block's output (0-based) gives the style features. FreeDoM and MPGD use 2 "
                     "(transformers' hidden_states[3]). Lower blocks capture colour and texture, higher ones more content. "
                     "Only blocks up to this one are computed.",
@@ -233,7 +262,9 @@ class SteerClassifierLoss(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SteerClassifierLoss", display_name="Steer Classifier Loss", category=CATEGORY,
+            node_id="SteerClassifierLoss",
+            display_name="Steer Classifier Loss",
+            category=CATEGORY,
             description="Steers toward one label of any Hugging Face image classifier (AutoModelForImageClassification): "
             "style, aesthetic or safety classifiers, ImageNet models. cross_entropy is about 0–7 (0 = certain), "
             "neg_probability is −1 to 0; in Steer Combine Losses a weight of about 0.5–2 (cross_entropy) or 2–10 (neg_probability) "
@@ -244,12 +275,15 @@ class SteerClassifierLoss(io.ComfyNode):
                     tooltip="An image-classifier folder (config.json lists an architecture ending in ForImageClassification).",
                 ),
                 io.String.Input(
-                    "label", default="",
+                    "label",
+                    default="",
                     tooltip="The class to steer toward: its name as in the model's config.json id2label (case-insensitive) or its "
                     "index. A wrong label lists the valid ones.",
                 ),
                 Choice(
-                    "objective", OBJECTIVES, default="cross_entropy",
+                    "objective",
+                    OBJECTIVES,
+                    default="cross_entropy",
                     tooltip="cross_entropy: −log p(label), keeps pushing. neg_probability: −p(label), eases off once the label is likely. "
                     "neg_logit: −score, for one-output regression heads such as aesthetic scorers.",
                 ),

@@ -6,13 +6,11 @@ personalize.trainer.train, and report progress. Files are the stock formats:
   models/loras/<name>.safetensors        the UNet change, for LoraLoaderModelOnly
   models/loras/<name>.json               what was trained, how, and on which base model
 """
+
 from __future__ import annotations
 
 import json
 import logging
-import os
-import uuid
-from pathlib import Path
 
 import comfy.model_management
 import comfy.sd
@@ -20,24 +18,22 @@ import comfy.utils
 import folder_paths
 import torch
 from comfy_api.latest import io
-from PIL import Image
 
 from ..errors import SteerError
-from ..safe_files import file_in_folder, safetensors_header
 from ..personalize.data import DEFAULT_VIEWS, TrainingImages
-from ..personalize.export import DEFAULT_LORA_RANK, METADATA_FORMAT, UNET_FORMATS, trigger_phrase, validate_concept_name
+from ..personalize.export import DEFAULT_LORA_RANK, UNET_FORMATS, trigger_phrase, validate_concept_name
 from ..personalize.plot import plot_history
 from ..personalize.stages import CROSS_ATTENTION, CUSTOM, OFFICIAL, PARAMETER_GROUPS, PRESETS, TOKEN, UNET, build_plan
 from ..personalize.trainer import PRECISIONS, RuntimeOptions, validate_category
 from ..personalize.training_run import check_target_free, save_concept, train_concept
+from ..safe_files import file_in_folder, safetensors_header
+from .comfy_concepts import NO_CONCEPTS, apply_unet_file, checkpoint_root, concept_metadata_files, first_folder, preview_image
 from .comfy_personalize import ComfyBackbone
 from .schema import Choice, gradient_checkpointing
 
 log = logging.getLogger("steer")
 
 CATEGORY = "Steer/personalize"
-CHECKPOINT_ROOT = ("steer", "attndreambooth_checkpoints")  # under ComfyUI's user directory
-NO_CONCEPTS = "(no concepts in models/loras)"
 
 GROUP_LABELS = {TOKEN: "stage 1 (token)", CROSS_ATTENTION: "stage 2 (cross-attention)", UNET: "stage 3 (UNet)"}
 _NUMBER_TOOLTIPS = {
@@ -72,66 +68,25 @@ def _custom_inputs() -> dict[str, io.Input]:
                 inputs[name] = io.Int.Input(name, default=default, min=1, max=64, tooltip=tooltip, optional=True)
             else:
                 inputs[name] = io.Float.Input(
-                    name, default=default, min=0.0, max=100.0 if number.startswith("regularizer") else 1.0,
-                    step=1e-6 if number == "learning_rate" else 0.01, round=False, tooltip=tooltip, optional=True,
+                    name,
+                    default=default,
+                    min=0.0,
+                    max=100.0 if number.startswith("regularizer") else 1.0,
+                    step=1e-6 if number == "learning_rate" else 0.01,
+                    round=False,
+                    tooltip=tooltip,
+                    optional=True,
                 )
     inputs["resolution"] = io.Int.Input(
-        "resolution", default=OFFICIAL.resolution, min=64, max=2048, step=64, optional=True,
+        "resolution",
+        default=OFFICIAL.resolution,
+        min=64,
+        max=2048,
+        step=64,
+        optional=True,
         tooltip="Only with preset 'custom': training size in pixels (square crops). Official: 512; SD2.x 768-v models: 768.",
     )
     return inputs
-
-
-# --------------------------------------------------------------------------------------------
-# Files
-
-
-def _first_folder(kind: str) -> Path:
-    folders = folder_paths.get_folder_paths(kind)
-    if not folders:
-        raise SteerError(f"ComfyUI has no '{kind}' model folder configured")
-    return Path(folders[0])
-
-
-def concept_metadata_files() -> dict[str, Path]:
-    """Saved concepts by name: the Steer JSON files in the loras folders."""
-    concepts = {}
-    for folder in folder_paths.get_folder_paths("loras"):
-        if not os.path.isdir(folder):
-            continue
-        for entry in sorted(os.listdir(folder)):
-            if not entry.endswith(".json"):
-                continue
-            path = Path(folder) / entry
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(data, dict) and data.get("format") == METADATA_FORMAT:
-                concepts.setdefault(entry[: -len(".json")], path)
-    return concepts
-
-
-def checkpoint_root() -> Path:
-    """Training checkpoints live in ComfyUI's user directory (not temp, which ComfyUI empties when it
-    starts), so a Cancel, a crash or a restart all resume; each is removed once its concept is saved.
-    Outside the per-user folders, so the /userdata API does not serve them."""
-    return Path(folder_paths.get_user_directory()).joinpath(*CHECKPOINT_ROOT)
-
-
-def apply_unet_file(model, path: Path, strength: float):
-    """The MODEL with a Steer UNet file applied, exactly as LoraLoaderModelOnly applies it."""
-    state = comfy.utils.load_torch_file(str(path), safe_load=True)
-    return comfy.sd.load_lora_for_models(model, None, state, strength, 0)[0]
-
-
-def _preview(plot: torch.Tensor, name: str) -> dict:
-    """Save the plot as a temp PNG so the node shows it (like PreviewImage)."""
-    folder = Path(folder_paths.get_temp_directory())
-    folder.mkdir(parents=True, exist_ok=True)
-    filename = f"steer_attndreambooth_{name}_{uuid.uuid4().hex[:8]}.png"
-    Image.fromarray((plot[0].clamp(0, 1).numpy() * 255).round().astype("uint8")).save(folder / filename)
-    return {"images": [{"filename": filename, "subfolder": "", "type": "temp"}]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,7 +97,9 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SteerAttnDreamBoothTrain", display_name="Steer AttnDreamBooth Train", category=CATEGORY,
+            node_id="SteerAttnDreamBoothTrain",
+            display_name="Steer AttnDreamBooth Train",
+            category=CATEGORY,
             description="AttnDreamBooth (Pang et al., NeurIPS 2024): learn a subject from 3–20 photos in three stages (the new "
             "token's embedding, then the cross-attention layers, then the whole UNet) with a cross-attention regularizer that keeps "
             "the token's attention like its category's. Saves models/embeddings/<name>.safetensors (use it as embedding:<name>), "
@@ -161,50 +118,75 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
                     "background; crop to the subject.",
                 ),
                 io.String.Input(
-                    "concept_name", default="my_concept",
+                    "concept_name",
+                    default="my_concept",
                     tooltip="File name and prompt word: 1-64 letters, digits, '_' or '-'. The prompt then says embedding:<name>.",
                 ),
                 io.String.Input(
-                    "category", default="dog",
+                    "category",
+                    default="dog",
                     tooltip="The subject's category, a plain word such as 'dog', 'doll' or 'backpack'. The token starts from this "
                     "word and its attention is kept like it.",
                 ),
                 Choice(
-                    "preset", [*PRESETS, CUSTOM], default="official",
+                    "preset",
+                    [*PRESETS, CUSTOM],
+                    default="official",
                     tooltip="official: the paper's numbers (60 + 100 + 500 steps, batch 8, 512 px). fast: stage 3 is 200 steps at lr "
                     "1e-5, batch 4 (about 3× quicker, slightly weaker on complex prompts). custom: the numbers below.",
                 ),
                 Choice(
-                    "unet_format", UNET_FORMATS, default="lora",
+                    "unet_format",
+                    UNET_FORMATS,
+                    default="lora",
                     tooltip="lora: the UNet change as a rank-r LoRA (small file, close to the full change). full: the exact change "
                     "as .diff weights (large file: the whole UNet).",
                 ),
                 io.Int.Input(
-                    "lora_rank", default=DEFAULT_LORA_RANK, min=1, max=1024,
+                    "lora_rank",
+                    default=DEFAULT_LORA_RANK,
+                    min=1,
+                    max=1024,
                     tooltip="Rank of the saved LoRA (unet_format lora). Higher keeps more of the trained change, in a bigger file.",
                 ),
                 io.Boolean.Input(
-                    "overwrite", default=False,
+                    "overwrite",
+                    default=False,
                     tooltip="Replace an existing concept of the same name. Off: a taken name is an error before training starts.",
                 ),
                 io.Int.Input(
-                    "seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate="fixed",
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate="fixed",
                     tooltip="Seeds every random choice (augmentations, noise, timesteps). Same inputs and seed = same result, and "
                     "what a resumed run continues.",
                 ),
                 io.Int.Input(
-                    "augmented_views", default=DEFAULT_VIEWS, min=0, max=1024, optional=True,
+                    "augmented_views",
+                    default=DEFAULT_VIEWS,
+                    min=0,
+                    max=1024,
+                    optional=True,
                     tooltip="Augmented views (rotation, flip, crop) made per photo and VAE-encoded once; each sample picks one and "
                     "draws a fresh latent, noise and timestep. 0 = a new augmentation for every sample, as the official code (the "
                     "VAE then runs every step).",
                 ),
                 io.Int.Input(
-                    "gradient_accumulation", default=1, min=1, max=64, optional=True,
+                    "gradient_accumulation",
+                    default=1,
+                    min=1,
+                    max=64,
+                    optional=True,
                     tooltip="Split each batch into this many micro-batches to save memory; the result is the same. Must divide "
                     "every stage's batch size (official: 1, 2, 4 or 8; fast: 1, 2 or 4).",
                 ),
                 Choice(
-                    "precision", PRECISIONS, default="auto", optional=True,
+                    "precision",
+                    PRECISIONS,
+                    default="auto",
+                    optional=True,
                     tooltip="Compute precision; trained weights stay float32. auto: bf16 (or fp16) autocast on NVIDIA GPUs, fp32 on "
                     "the CPU.",
                 ),
@@ -234,15 +216,32 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, images, concept_name, category, preset, unet_format, lora_rank, overwrite, seed,
-                augmented_views=DEFAULT_VIEWS, gradient_accumulation=1, precision="auto", gradient_checkpointing=True, **numbers):
+    def execute(
+        cls,
+        model,
+        clip,
+        vae,
+        images,
+        concept_name,
+        category,
+        preset,
+        unet_format,
+        lora_rank,
+        overwrite,
+        seed,
+        augmented_views=DEFAULT_VIEWS,
+        gradient_accumulation=1,
+        precision="auto",
+        gradient_checkpointing=True,
+        **numbers,
+    ):
         name = validate_concept_name(str(concept_name).strip())
         category = validate_category(category)
         if unet_format not in UNET_FORMATS:
             raise SteerError(f"unet_format must be one of {UNET_FORMATS}, got {unet_format!r}")
         plan = build_plan(preset, gradient_accumulation, numbers)  # with preset custom: the custom inputs' numbers
         options = RuntimeOptions(precision=precision, gradient_checkpointing=gradient_checkpointing)
-        embeddings_folder, loras_folder = _first_folder("embeddings"), _first_folder("loras")
+        embeddings_folder, loras_folder = first_folder("embeddings"), first_folder("loras")
         check_target_free(name, folder_paths.get_folder_paths("embeddings"), folder_paths.get_folder_paths("loras"), overwrite)
         seed = int(seed)
 
@@ -258,26 +257,42 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
             backbone.cache_latents(photos.all_views())
             with backbone:
                 trained = train_concept(
-                    backbone, photos, category, plan, seed, name=name, checkpoint_root=checkpoint_root(), options=options,
-                    progress=progress, base_model=backbone.identity,
+                    backbone,
+                    photos,
+                    category,
+                    plan,
+                    seed,
+                    name=name,
+                    checkpoint_root=checkpoint_root(),
+                    options=options,
+                    progress=progress,
+                    base_model=backbone.identity,
                     metadata={"architecture": backbone.architecture, "trained_in": "ComfyUI (Steer AttnDreamBooth Train)"},
                 )
             paths = save_concept(
-                trained, name, embeddings_folder, loras_folder,
-                unet_format=unet_format, rank=int(lora_rank), overwrite=overwrite, device=backbone.device,
+                trained,
+                name,
+                embeddings_folder,
+                loras_folder,
+                unet_format=unet_format,
+                rank=int(lora_rank),
+                overwrite=overwrite,
+                device=backbone.device,
             )
             result = trained.result
 
         personalized = apply_unet_file(model, paths.unet, 1.0)
         plot = torch.from_numpy(plot_history(result.history, title=f"{name} ({category}), preset {plan.name}")).unsqueeze(0)
-        return io.NodeOutput(personalized, clip, trigger_phrase(name, category), plot, ui=_preview(plot, name))
+        return io.NodeOutput(personalized, clip, trigger_phrase(name, category), plot, ui=preview_image(plot, name))
 
 
 class SteerAttnDreamBoothLoad(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SteerAttnDreamBoothLoad", display_name="Steer AttnDreamBooth Load", category=CATEGORY,
+            node_id="SteerAttnDreamBoothLoad",
+            display_name="Steer AttnDreamBooth Load",
+            category=CATEGORY,
             description="Apply a saved AttnDreamBooth concept: its UNet file (from models/loras) on the model, and the trigger phrase "
             "that calls its learned token (from models/embeddings) in a prompt.",
             inputs=[
@@ -285,11 +300,16 @@ class SteerAttnDreamBoothLoad(io.ComfyNode):
                 io.Clip.Input("clip", tooltip="The CLIP of the same checkpoint; passed through."),
                 # Listed again each time ComfyUI asks for the node's inputs, so a newly trained concept shows after a refresh.
                 Choice(
-                    "concept", sorted(concept_metadata_files()) or [NO_CONCEPTS],
+                    "concept",
+                    sorted(concept_metadata_files()) or [NO_CONCEPTS],
                     tooltip="A concept saved by Steer AttnDreamBooth Train: the <name>.json files in models/loras.",
                 ),
                 io.Float.Input(
-                    "strength", default=1.0, min=-4.0, max=4.0, step=0.05,
+                    "strength",
+                    default=1.0,
+                    min=-4.0,
+                    max=4.0,
+                    step=0.05,
                     tooltip="How strongly the UNet change is applied (1 = as trained). The token is unaffected; weight it in the "
                     "prompt, e.g. (embedding:my_dog:1.1).",
                 ),

@@ -4,6 +4,7 @@ The pack's own socket types are declared here once, with the inputs and outputs 
 Node ids, input names, types, defaults and output order are published: workflows depend on them, and
 tests/integration/test_object_info_stable.py compares every node's /object_info with the V1 original.
 """
+
 from __future__ import annotations
 
 from typing import Iterable

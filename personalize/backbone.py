@@ -4,6 +4,7 @@ Two implementations: `diffusers_backbone.DiffusersBackbone` (diffusers UNet + tr
 CLIP; headless training and unit tests) and the ComfyUI adapter in nodes/ (MODEL, CLIP, VAE).
 The trainer, regularizer and data pipeline only ever talk to this interface.
 """
+
 from __future__ import annotations
 
 from contextlib import AbstractContextManager

@@ -10,6 +10,7 @@ Tensor files carry their position in the name and progress.json is replaced atom
 them, so a crash at any moment leaves the previous checkpoint intact. A folder whose
 fingerprint differs (other photos, category, plan, seed or base model) is started afresh.
 """
+
 from __future__ import annotations
 
 import json

@@ -19,6 +19,7 @@ each view with the VAE once and cache its latent distribution (the ComfyUI backb
 512 px the VAE encoder costs about a third of a training step's compute). K = 0 is the official
 code's behaviour: a fresh augmentation for every sample.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -131,7 +132,10 @@ class TrainingImages:
                 f"{'Add more photos' if count < MIN_IMAGES else 'Pick the best ' + str(MAX_IMAGES)}."
             )
         if not (isinstance(views_per_image, int) and 0 <= views_per_image <= MAX_VIEWS_PER_IMAGE):
-            raise SteerError(f"augmented views per photo must be a whole number in [0, {MAX_VIEWS_PER_IMAGE}] (0 = a fresh augmentation every sample), got {views_per_image}")
+            raise SteerError(
+                f"augmented views per photo must be a whole number in [0, {MAX_VIEWS_PER_IMAGE}] (0 = a fresh augmentation every "
+                f"sample), got {views_per_image}"
+            )
         self.resolution = resolution
         self.augmentation = augmentation
         self.views_per_image = views_per_image

@@ -11,6 +11,7 @@ for the unit tests on tiny configs.
   encoder and VAE may live in a half dtype. A CPU copy of the base UNet (in its original
   dtype, hence exact) gives the weight deltas for export.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,7 +63,9 @@ class CapturingCrossAttnProcessor:
         query = attn.to_q(hidden_states)
         if attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        query, key, value = (split_heads(t, attn.heads) for t in (query, attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)))
+        query, key, value = (
+            split_heads(t, attn.heads) for t in (query, attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states))
+        )
         if attn.norm_q is not None:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
@@ -118,7 +121,9 @@ class DiffusersBackbone:
         }
 
     @classmethod
-    def from_pretrained(cls, folder: str, *, device: str | torch.device = "cpu", frozen_dtype: torch.dtype | None = None) -> "DiffusersBackbone":
+    def from_pretrained(
+        cls, folder: str, *, device: str | torch.device = "cpu", frozen_dtype: torch.dtype | None = None
+    ) -> "DiffusersBackbone":
         """A local diffusers model folder (unet/, text_encoder/, tokenizer/, vae/, scheduler/).
         Never downloads: a name that is not a local folder is refused."""
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -126,7 +131,9 @@ class DiffusersBackbone:
 
         if not os.path.isdir(folder):
             raise SteerError(f"{folder!r} is not a folder; give the path of a diffusers model folder (with unet/, text_encoder/, vae/...)")
-        missing = [part for part in ("unet", "text_encoder", "tokenizer", "vae", "scheduler") if not os.path.isdir(os.path.join(folder, part))]
+        missing = [
+            part for part in ("unet", "text_encoder", "tokenizer", "vae", "scheduler") if not os.path.isdir(os.path.join(folder, part))
+        ]
         if missing:
             raise SteerError(f"{folder!r} is not a Stable Diffusion diffusers folder: it has no {', '.join(missing)} subfolder(s)")
         local = {"local_files_only": True}  # use_safetensors=True below: never fall back to pickle (.bin) weights
@@ -219,13 +226,17 @@ class DiffusersBackbone:
         return ((latents - shift) * self.vae.config.scaling_factor).float().to(self.device)
 
     def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        return self.unet(noisy_latents.to(self.device), timesteps.to(self.device), encoder_hidden_states=text_embeddings.to(self.device)).sample
+        return self.unet(
+            noisy_latents.to(self.device), timesteps.to(self.device), encoder_hidden_states=text_embeddings.to(self.device)
+        ).sample
 
     @contextmanager
     def attention_capture(self, capture: AttentionCapture):
         originals = self.unet.attn_processors
         capturing = CapturingCrossAttnProcessor(capture)
-        self.unet.set_attn_processor({name: capturing if name.endswith("attn2.processor") else processor for name, processor in originals.items()})
+        self.unet.set_attn_processor(
+            {name: capturing if name.endswith("attn2.processor") else processor for name, processor in originals.items()}
+        )
         try:
             yield
         finally:

@@ -12,6 +12,7 @@
 ComfyUI applies a LoRA as W += (alpha / rank) · (up.flatten(1) @ down.flatten(1)).reshape(W.shape),
 so alpha = rank gives scale 1. Every file is written to a temporary file and renamed.
 """
+
 from __future__ import annotations
 
 import re
@@ -211,4 +212,3 @@ def concept_from_backbone(backbone, result, *, base_model: str | None = None) ->
             "final_loss": result.history[-1]["loss"] if result.history else None,
         },
     )
-

@@ -7,6 +7,7 @@ the VAE encoder (about a third of a 512 px training step's compute) runs K·N ti
 Views are recognised by content (a hash of their pixels), so the cache needs no help from the
 trainer; a byte budget bounds it when there is no pool and every view is new.
 """
+
 from __future__ import annotations
 
 import hashlib

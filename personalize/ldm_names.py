@@ -21,6 +21,7 @@ Inside a resnet the layers are renamed (ResNet sub-layer table below); inside a 
 comfy.utils.unet_to_diffusers; this is an independent derivation from the module tree,
 checked against that function's output in tests/unit/test_personalize_ldm_names.py.
 """
+
 from __future__ import annotations
 
 import torch

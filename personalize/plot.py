@@ -4,6 +4,7 @@ Two panels share the x axis (the step, counted over all stages): the diffusion l
 cross-attention regularizer. Each shows the raw per-step values as dots and a moving average
 as a line; dashed lines mark where each stage begins.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """The training prompt around the new token, for a backbone's `encode_prompt` and `reset_token`:
 "a photo of a [V] dog" -> the word ids before [V] and after it (the category word first), and the
 category's first token, whatever the tokenizer."""
+
 from __future__ import annotations
 
 from typing import Callable

@@ -13,6 +13,7 @@ Only the two token columns of the attn2 probabilities are kept (in the graph); t
 hook keeps all 77 and also forces self-attention onto plain matmul-softmax, which this
 capture does not: backbones route only attn2 through it, self-attention keeps SDPA.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager

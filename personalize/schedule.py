@@ -3,6 +3,7 @@
 A backbone hands over its ᾱ_t table (diffusers: scheduler.alphas_cumprod; ComfyUI:
 1 / (1 + σ_t²) from model_sampling) and its prediction type; the trainer does the rest.
 """
+
 from __future__ import annotations
 
 import torch

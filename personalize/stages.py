@@ -13,6 +13,7 @@ train_attndreambooth.sh; see shared/research/attndreambooth.md §1.2):
 Shared: AdamW (betas 0.9/0.999, eps 1e-8, weight decay 1e-2, also on the token), constant
 LR with no warm-up, no gradient clipping, 512 px, prompt "a photo of a [V] [category]".
 """
+
 from __future__ import annotations
 
 import math
@@ -106,18 +107,24 @@ class TrainingPlan:
         if groups != PARAMETER_GROUPS:
             raise SteerError(f"a training plan has the stages {PARAMETER_GROUPS} in this order, got {groups}")
         if not (isinstance(self.resolution, int) and 8 <= self.resolution <= 2048 and self.resolution % 8 == 0):
-            raise SteerError(f"training resolution must be a multiple of 8 in [8, 2048] (SD models want multiples of 64), got {self.resolution}")
+            raise SteerError(
+                f"training resolution must be a multiple of 8 in [8, 2048] (SD models want multiples of 64), got {self.resolution}"
+            )
         if self.prompt_template.count(CONCEPT_PLACEHOLDER) != 1 or "{category}" not in self.prompt_template:
             raise SteerError(f"the training prompt needs one {CONCEPT_PLACEHOLDER} and a {{category}}, got {self.prompt_template!r}")
         if not self.prompt_template.split(CONCEPT_PLACEHOLDER, 1)[1].lstrip().startswith("{category}"):
             # The regularizer pairs [V] with the token right after it: that must be the category word.
-            raise SteerError(f"in the training prompt {{category}} must directly follow {CONCEPT_PLACEHOLDER}, got {self.prompt_template!r}")
+            raise SteerError(
+                f"in the training prompt {{category}} must directly follow {CONCEPT_PLACEHOLDER}, got {self.prompt_template!r}"
+            )
         if not (isinstance(self.image_repeats, int) and self.image_repeats >= 1):
             raise SteerError(f"image repeats must be >= 1, got {self.image_repeats}")
         if self.total_steps == 0:
             # A concept that learned nothing would still be saved and look like a trained one.
-            raise SteerError("every stage of this training plan has 0 steps, so nothing would be trained; "
-                             "give at least one stage (token, cross-attention or UNet) some steps")
+            raise SteerError(
+                "every stage of this training plan has 0 steps, so nothing would be trained; "
+                "give at least one stage (token, cross-attention or UNet) some steps"
+            )
 
     def stage(self, group: str) -> StageConfig:
         return next(stage for stage in self.stages if stage.parameter_group == group)
@@ -159,9 +166,9 @@ CUSTOM = "custom"  # the preset choice that means "these numbers" (custom_plan)
 # Flat names of every number a "custom" plan exposes, e.g. "unet_learning_rate".
 _STAGE_NUMBERS = ("steps", "learning_rate", "batch_size", "gradient_accumulation", "weight_decay")
 _REGULARIZER_NUMBERS = {"regularizer_mean": "mean", "regularizer_variance": "variance"}
-CUSTOM_FIELDS = tuple(
-    f"{group}_{number}" for group in PARAMETER_GROUPS for number in (*_STAGE_NUMBERS, *_REGULARIZER_NUMBERS)
-) + ("resolution",)
+CUSTOM_FIELDS = tuple(f"{group}_{number}" for group in PARAMETER_GROUPS for number in (*_STAGE_NUMBERS, *_REGULARIZER_NUMBERS)) + (
+    "resolution",
+)
 
 
 def preset(name: str) -> TrainingPlan:
@@ -180,7 +187,7 @@ def custom_plan(base: TrainingPlan = OFFICIAL, **numbers) -> TrainingPlan:
     stages = []
     for stage in base.stages:
         prefix = f"{stage.parameter_group}_"
-        changes = {key[len(prefix):]: value for key, value in numbers.items() if key.startswith(prefix)}
+        changes = {key[len(prefix) :]: value for key, value in numbers.items() if key.startswith(prefix)}
         weights = {_REGULARIZER_NUMBERS[key]: changes.pop(key) for key in list(changes) if key in _REGULARIZER_NUMBERS}
         if weights:
             changes["regularizer"] = replace(stage.regularizer, **weights)

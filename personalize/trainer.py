@@ -5,6 +5,7 @@ Reproducible and resumable: every random draw of step k comes from generators se
 (seed, stage, step, sample), so a resumed run replays the same batches, and the checkpoint
 (a CheckpointStore the caller names for this run) restores the weights and AdamW moments exactly.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,7 +79,9 @@ def run_fingerprint(backbone: Backbone, images: TrainingImages, category: str, p
     """Identifies a run: same photos, category, plan, seed and base model -> same fingerprint."""
     digest = hashlib.sha256()
     digest.update(images.fingerprint_bytes())
-    digest.update(json.dumps({"category": category, "plan": plan.to_dict(), "seed": seed, "model": backbone.identity}, sort_keys=True).encode())
+    digest.update(
+        json.dumps({"category": category, "plan": plan.to_dict(), "seed": seed, "model": backbone.identity}, sort_keys=True).encode()
+    )
     return digest.hexdigest()
 
 
@@ -161,7 +164,9 @@ class _StageRunner:
         with run_step.attention_capture():
             for step in range(start, stage.steps):
                 began = time.perf_counter()
-                losses = run_step(step_batch(self.images, self.plan.image_repeats, self.seed, stage_index, step, stage.batch_size), step + 1)
+                losses = run_step(
+                    step_batch(self.images, self.plan.image_repeats, self.seed, stage_index, step, stage.batch_size), step + 1
+                )
                 self.state.seconds += time.perf_counter() - began
                 self.state.history.append({"stage": stage.name, "step": step + 1, **losses})
                 if self.options.checkpoint_every and (step + 1) % self.options.checkpoint_every == 0 and step + 1 < stage.steps:
@@ -216,4 +221,3 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, trainable: dict[str, to
                 "exp_avg_sq": state.optimizer[f"exp_avg_sq/{name}"],
             }
     optimizer.load_state_dict(saved)
-

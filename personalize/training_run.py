@@ -7,6 +7,7 @@ and writing the files. Nothing here imports ComfyUI.
         trained = train_concept(backbone, photos, category, plan, seed, name=..., checkpoint_root=...)
     paths = save_concept(trained, name, embeddings_folder, loras_folder, ...)  # also drops the checkpoints
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,7 +46,9 @@ def check_target_free(name: str, embeddings_folders: Sequence[str | Path], loras
     if not existing:
         return
     if not overwrite:
-        raise SteerError(f"a concept named {name!r} already exists ({', '.join(map(str, existing))}); choose another name or turn on overwrite")
+        raise SteerError(
+            f"a concept named {name!r} already exists ({', '.join(map(str, existing))}); choose another name or turn on overwrite"
+        )
     targets = {(Path(loras_folders[0]) / f"{name}{extension}").resolve() for extension in (".safetensors", ".json")}
     targets.add((Path(embeddings_folders[0]) / f"{name}.safetensors").resolve())
     elsewhere = [str(path) for path in existing if path.resolve() not in targets]
@@ -126,11 +129,16 @@ def train_concept(
     return TrainedConcept(concept, result, store, resumed_from)
 
 
-def save_concept(trained: TrainedConcept, name: str, embeddings_folder: str | Path, loras_folder: str | Path, **write_options) -> ConceptPaths:
+def save_concept(
+    trained: TrainedConcept, name: str, embeddings_folder: str | Path, loras_folder: str | Path, **write_options
+) -> ConceptPaths:
     """Write the three files (all or none; `write_options` as export.write_concept takes them:
     unet_format, rank, overwrite, device...), then drop the run's checkpoints."""
     paths = write_concept(trained.concept, name, embeddings_folder, loras_folder, **write_options)
     trained.store.clear()
     shutil.rmtree(trained.store.folder, ignore_errors=True)
-    log.info(f"Steer AttnDreamBooth: saved '{name}' ({paths.embedding}, {paths.unet}, {paths.metadata}) after {trained.result.seconds:.0f} s of training")
+    log.info(
+        f"Steer AttnDreamBooth: saved '{name}' ({paths.embedding}, {paths.unet}, {paths.metadata}) after "
+        f"{trained.result.seconds:.0f} s of training"
+    )
     return paths

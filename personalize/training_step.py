@@ -12,6 +12,7 @@ AdamW step with a constant learning rate, no gradient clipping. Every random dra
 comes from that sample's generator, seeded by (seed, stage, step, sample), so a step's batch is
 a pure function of its position: a resumed run replays exactly the same batches.
 """
+
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
@@ -72,7 +73,12 @@ class TrainingStep:
 
     @classmethod
     def for_stage(
-        cls, backbone: Backbone, stage: StageConfig, trainable: Mapping[str, torch.nn.Parameter], prompt: str, autocast_dtype: torch.dtype | None
+        cls,
+        backbone: Backbone,
+        stage: StageConfig,
+        trainable: Mapping[str, torch.nn.Parameter],
+        prompt: str,
+        autocast_dtype: torch.dtype | None,
     ) -> "TrainingStep":
         optimizer = torch.optim.AdamW(
             list(trainable.values()),

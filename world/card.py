@@ -1,5 +1,6 @@
 """MODEL_CARD.md for the world model, from training.json, plus its sample grid and the judges'
 reading of unguided samples (the check that samples are good enough to judge)."""
+
 from __future__ import annotations
 
 import json
@@ -71,7 +72,7 @@ def write_model_card(out: Path, machine: dict) -> None:
         "",
         "One shape (of 8) per image, 32x32 RGB: a colour (of 10), a size (small / large), a place (3x3 grid), stripes",
         "(20 % of training images) and a background colour. The generator supports two shapes per scene; the training",
-        "sets use one. Captions in three phrasings, e.g. \"a large red star at the top left on a blue background\".",
+        'sets use one. Captions in three phrasings, e.g. "a large red star at the top left on a blue background".',
         COUNTS_NOTE,
         f"Split seeds: {SPLIT_SEEDS}.",
         "",

@@ -9,6 +9,7 @@
 
 Scenes of split s are drawn from numpy seed SPLIT_SEEDS[s], so no two splits share a scene seed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

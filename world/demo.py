@@ -1,5 +1,6 @@
 """`steer demo`: the same prompts unguided, guided toward another colour, and toward another shape,
 on the embedded world text-to-image model; a labelled grid, a table of judge numbers, samples.npz."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..guidance.config import DEFAULT_PRESET, preset
 from ..errors import SteerError
+from ..guidance.config import DEFAULT_PRESET, preset
 from . import experiment
 from .experiment import Task, prompt_scenes
 from .scene import rgb01
@@ -22,8 +23,22 @@ def demo_tasks(count: int, seed: int) -> list[Task]:
     """Shared prompts (never yellow, never a star), three ways: no target, a colour target, a shape target."""
     scenes = prompt_scenes(count, 70_000 + seed, {"shape": {SHAPE_TARGET}, "color": {COLOR_TARGET}, "background": {COLOR_TARGET}})
     return [
-        Task("color", f"background toward {COLOR_TARGET}", scenes, {"background": COLOR_TARGET}, ("shape", "place", "size"), target_rgb=rgb01(COLOR_TARGET)),
-        Task("shape", f"shape toward {SHAPE_TARGET} (classifier guide)", scenes, {"shape": SHAPE_TARGET}, ("color", "background", "place", "size"), target_shape=SHAPE_TARGET),
+        Task(
+            "color",
+            f"background toward {COLOR_TARGET}",
+            scenes,
+            {"background": COLOR_TARGET},
+            ("shape", "place", "size"),
+            target_rgb=rgb01(COLOR_TARGET),
+        ),
+        Task(
+            "shape",
+            f"shape toward {SHAPE_TARGET} (classifier guide)",
+            scenes,
+            {"shape": SHAPE_TARGET},
+            ("color", "background", "place", "size"),
+            target_shape=SHAPE_TARGET,
+        ),
     ]
 
 
@@ -34,7 +49,10 @@ def run_demo(out_dir: Path, count: int = 8, steps: int = 50, preset_name: str = 
     world = experiment.load()
     config = preset(preset_name)
     tasks = demo_tasks(count, seed)
-    log(f"Sampling {count} prompts unguided, then guided with preset '{preset_name}' toward a {COLOR_TARGET} background and toward a {SHAPE_TARGET} ({steps} DDIM steps)...")
+    log(
+        f"Sampling {count} prompts unguided, then guided with preset '{preset_name}' toward a {COLOR_TARGET} background and toward "
+        f"a {SHAPE_TARGET} ({steps} DDIM steps)..."
+    )
     unguided = experiment.generate(world, tasks[0], config.with_strength(0.0), steps, seed=seed)
     rows = {}
     for task in tasks:
@@ -44,7 +62,13 @@ def run_demo(out_dir: Path, count: int = 8, steps: int = 50, preset_name: str = 
         guided[task.name] = experiment.generate(world, task, config, steps, seed=seed)
         rows[f"guided ({preset_name}): {task.description}"] = experiment.score(world, task, guided[task.name])
     grid_path = out_dir / "world_grid.png"
-    _grid([("unguided", unguided.images), (f"{COLOR_TARGET} (colour loss)", guided["color"].images), (f"{SHAPE_TARGET} (classifier)", guided["shape"].images)]).save(grid_path)
+    _grid(
+        [
+            ("unguided", unguided.images),
+            (f"{COLOR_TARGET} (colour loss)", guided["color"].images),
+            (f"{SHAPE_TARGET} (classifier)", guided["shape"].images),
+        ]
+    ).save(grid_path)
     npz_path = out_dir / "samples.npz"
     _save_samples(npz_path, tasks, unguided, guided)
     log(_table(rows))

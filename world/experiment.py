@@ -4,6 +4,7 @@ A task is a set of prompts and one target the prompts do not already give: a col
 (through the classifier guide), a text (through the CLIP guide) or a reference image (CLIP
 image loss). Every sample is judged by the judges of world/judges.py, never by a guide.
 """
+
 from __future__ import annotations
 
 import time
@@ -72,14 +73,40 @@ def make_tasks(count: int, seed: int = 0) -> list[Task]:
     reference = torch.from_numpy(render(reference_scene)).permute(2, 0, 1)[None]
     color = "yellow"
     return [
-        Task("color", f"colour loss toward {color} ({'#%02x%02x%02x' % tuple(int(c * 255) for c in rgb01(color))})",
-             prompt_scenes(count, base + 1, {"color": {color}, "background": {color}}), {"background": color}, ("shape", "place", "size"), target_rgb=rgb01(color)),
-        Task("shape", "classifier guide toward 'star'", prompt_scenes(count, base + 2, {"shape": {"star"}}), {"shape": "star"}, ("color", "background", "place", "size"), target_shape="star"),
-        Task("text", "CLIP text guide toward 'a yellow star'", prompt_scenes(count, base + 3, {"shape": {"star"}, "color": {"yellow"}, "background": {"yellow"}}),
-             {"shape": "star", "color": "yellow"}, ("background", "place", "size"), target_shape="star", text="a yellow star"),
-        Task("reference", "CLIP image loss toward a render of a large purple heart on orange",
-             prompt_scenes(count, base + 4, {"shape": {"heart"}, "color": {"purple"}, "background": {"orange", "purple"}}),
-             {"shape": "heart", "color": "purple"}, ("place", "size"), target_shape="heart", reference=reference),
+        Task(
+            "color",
+            f"colour loss toward {color} ({'#%02x%02x%02x' % tuple(int(c * 255) for c in rgb01(color))})",
+            prompt_scenes(count, base + 1, {"color": {color}, "background": {color}}),
+            {"background": color},
+            ("shape", "place", "size"),
+            target_rgb=rgb01(color),
+        ),
+        Task(
+            "shape",
+            "classifier guide toward 'star'",
+            prompt_scenes(count, base + 2, {"shape": {"star"}}),
+            {"shape": "star"},
+            ("color", "background", "place", "size"),
+            target_shape="star",
+        ),
+        Task(
+            "text",
+            "CLIP text guide toward 'a yellow star'",
+            prompt_scenes(count, base + 3, {"shape": {"star"}, "color": {"yellow"}, "background": {"yellow"}}),
+            {"shape": "star", "color": "yellow"},
+            ("background", "place", "size"),
+            target_shape="star",
+            text="a yellow star",
+        ),
+        Task(
+            "reference",
+            "CLIP image loss toward a render of a large purple heart on orange",
+            prompt_scenes(count, base + 4, {"shape": {"heart"}, "color": {"purple"}, "background": {"orange", "purple"}}),
+            {"shape": "heart", "color": "purple"},
+            ("place", "size"),
+            target_shape="heart",
+            reference=reference,
+        ),
     ]
 
 
@@ -112,7 +139,12 @@ class World:
 
 def load(folder: str | Path | None = None) -> World:
     folder = Path(folder) if folder is not None else wm.MODEL_DIR
-    return World(wm.load_world(folder), load_judges(folder / "judge"), load_guidance_model(folder / "guides" / "classifier"), load_guidance_model(folder / "guides" / "clip"))
+    return World(
+        wm.load_world(folder),
+        load_judges(folder / "judge"),
+        load_guidance_model(folder / "guides" / "classifier"),
+        load_guidance_model(folder / "guides" / "clip"),
+    )
 
 
 def initial_noise(count: int, sigma_max: torch.Tensor, seed: int) -> torch.Tensor:
@@ -128,7 +160,9 @@ class Generated:
     trace: GuidanceTrace
 
 
-def generate(world: World, task: Task, config: GuidanceConfig, steps: int, seed: int = 0, cfg: float = DEFAULT_CFG, decoder: str = "vae") -> Generated:
+def generate(
+    world: World, task: Task, config: GuidanceConfig, steps: int, seed: int = 0, cfg: float = DEFAULT_CFG, decoder: str = "vae"
+) -> Generated:
     """One image per prompt of the task. With config.scale == 0 this is the unguided DDIM sampler."""
     model = world.model
     sigmas = wm.sigmas_for_steps(steps, model.alphas)
@@ -159,12 +193,14 @@ def _guide_reads(world: World, task: Task, images: torch.Tensor) -> list[bool] |
         if task.name == "shape":
             loss = world.loss_for(task)
             logits = loss.model.placed(images.device)(pixel_values=loss.preprocess(images)).logits
-            return [SHAPES[int(k)] == task.target_shape for k in logits[:, :len(SHAPES)].argmax(1)]
+            return [SHAPES[int(k)] == task.target_shape for k in logits[:, : len(SHAPES)].argmax(1)]
         if task.name in ("text", "reference"):
             encoder = HFCLIPEncoder(world.clip)
             image = torch.nn.functional.normalize(encoder.embed(images), dim=-1)
             shapes = torch.nn.functional.normalize(encoder.embed_text([f"a {s}" for s in SHAPES], images.device), dim=-1)
-            colors = torch.nn.functional.normalize(encoder.embed_text([f"a {c} {task.target_shape}" for c in COLOR_NAMES], images.device), dim=-1)
+            colors = torch.nn.functional.normalize(
+                encoder.embed_text([f"a {c} {task.target_shape}" for c in COLOR_NAMES], images.device), dim=-1
+            )
             shape = (image @ shapes.T).argmax(1)
             color = (image @ colors.T).argmax(1)
             return [SHAPES[int(s)] == task.target["shape"] and COLOR_NAMES[int(c)] == task.target["color"] for s, c in zip(shape, color)]

@@ -6,6 +6,7 @@ foreground mask, trained on the judge split: its own scene seeds, another anti-a
 jitter, pixel noise and blur (world/data.py). The guides are a CNN and a ViT trained on the
 guide split's renders; no judge shares weights, data, rendering or architecture family with them.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,7 +72,7 @@ def normalized_masks(soft: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
         ty, tx = int(round(cy - side / 2)), int(round(cx - side / 2))
         for_y = slice(max(ty, 0), min(ty + side, soft.shape[1]))
         for_x = slice(max(tx, 0), min(tx + side, soft.shape[2]))
-        crop[for_y.start - ty:for_y.stop - ty, for_x.start - tx:for_x.stop - tx] = soft[i, for_y, for_x]
+        crop[for_y.start - ty : for_y.stop - ty, for_x.start - tx : for_x.stop - tx] = soft[i, for_y, for_x]
         out[i] = F.interpolate(crop[None, None], size=(MASK_SIDE, MASK_SIDE), mode="area")[0, 0]
     return out.flatten(1)
 
@@ -81,7 +82,9 @@ class ShapeJudge(nn.Module):
 
     def __init__(self, hidden: int = 256, features: int = 64):
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(MASK_SIDE * MASK_SIDE, hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, features), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Linear(MASK_SIDE * MASK_SIDE, hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, features), nn.ReLU()
+        )
         self.head = nn.Linear(features, len(SHAPES))
 
     def forward(self, masks: torch.Tensor) -> torch.Tensor:
@@ -175,7 +178,9 @@ def save_judges(judges: Judges, folder: Path, facts: dict) -> None:
 def load_judges(folder: str | Path) -> Judges:
     path = Path(folder) / JUDGE_FILE
     if not path.is_file():
-        raise SteerError(f"missing world judge {path}: rebuild it with `python -m steer.world.train --stage judge --out {Path(folder).parent}`")
+        raise SteerError(
+            f"missing world judge {path}: rebuild it with `python -m steer.world.train --stage judge --out {Path(folder).parent}`"
+        )
     judge = ShapeJudge()
     tensors, metadata = read_safetensors(path)
     judge.load_state_dict(tensors)

@@ -11,6 +11,7 @@ The folder is a diffusers pipeline folder (model_index.json), loaded with safete
 Conventions are the digits model's: sigma space x = x0 + sigma * n over *scaled* latents,
 images (B, 3, H, W) in [0, 1].
 """
+
 from __future__ import annotations
 
 import json
@@ -83,13 +84,23 @@ class TinyDecoder(nn.Module):
         super().__init__()
 
         def block():
-            return _Residual(nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1)))
+            return _Residual(
+                nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1))
+            )
 
         self.body = nn.Sequential(
-            nn.Conv2d(LATENT_CHANNELS, channels, 3, padding=1), nn.ReLU(),
-            block(), nn.Upsample(scale_factor=2), nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
-            block(), nn.Upsample(scale_factor=2), nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
-            block(), nn.Conv2d(channels, 3, 3, padding=1),
+            nn.Conv2d(LATENT_CHANNELS, channels, 3, padding=1),
+            nn.ReLU(),
+            block(),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(),
+            block(),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(),
+            block(),
+            nn.Conv2d(channels, 3, 3, padding=1),
         )
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
@@ -118,14 +129,20 @@ def build_tokenizer(folder: Path):
     bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
     bpe.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|startoftext|>", "<|endoftext|>"], end_of_word_suffix="</w>", initial_alphabet=list(letters), show_progress=False
+        vocab_size=400,
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        end_of_word_suffix="</w>",
+        initial_alphabet=list(letters),
+        show_progress=False,
     )
     bpe.train_from_iterator(corpus, trainer)
     bpe.model.save(str(folder))
     merges = (folder / "merges.txt").read_text().splitlines()
     if not merges or not merges[0].startswith("#version"):
         (folder / "merges.txt").write_text("\n".join(["#version: 0.2"] + merges) + "\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=MAX_TOKENS, pad_token="<|endoftext|>")
+    tokenizer = CLIPTokenizer(
+        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=MAX_TOKENS, pad_token="<|endoftext|>"
+    )
     tokenizer.save_pretrained(str(folder))
     return tokenizer
 
@@ -162,7 +179,15 @@ class WorldDenoiser:
     ComfyUI adapter does by default; "combined" differentiates both.
     """
 
-    def __init__(self, unet: nn.Module, alphas: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, cfg: float = 4.0, cfg_gradient: str = "positive"):
+    def __init__(
+        self,
+        unet: nn.Module,
+        alphas: torch.Tensor,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        cfg: float = 4.0,
+        cfg_gradient: str = "positive",
+    ):
         self.unet, self.cond, self.uncond, self.cfg, self.cfg_gradient = unet, cond, uncond, float(cfg), cfg_gradient
         sigmas = ((1.0 - alphas) / alphas).sqrt()
         self.log_sigmas = sigmas.log()
@@ -240,10 +265,20 @@ def load_world(folder: str | Path | None = None) -> WorldModel:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder) if folder is not None else MODEL_DIR
-    needed = ["model_index.json", "vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors", "tokenizer/vocab.json", "tiny_decoder/tiny_decoder.safetensors"]
+    needed = [
+        "model_index.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "tokenizer/vocab.json",
+        "tiny_decoder/tiny_decoder.safetensors",
+    ]
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
-        raise SteerError(f"the world model folder {folder} lacks {', '.join(missing)}: reinstall the package or rebuild it with `python -m steer.world.train --out {folder}`")
+        raise SteerError(
+            f"the world model folder {folder} lacks {', '.join(missing)}: reinstall the package or rebuild it with `python -m "
+            f"steer.world.train --out {folder}`"
+        )
     vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True)

@@ -5,6 +5,7 @@ Two rendering styles exist on purpose. The generator, the VAE and the guides lea
 from `JUDGE_STYLE` (2x bilinear reduction, more jitter, pixel noise and blur), so nothing it
 knows comes from the pipeline it judges.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,7 +61,20 @@ OUTLINES: dict[str, list[tuple[float, float]]] = {
     "square": [(-0.75, -0.75), (0.75, -0.75), (0.75, 0.75), (-0.75, 0.75)],
     "triangle": [(0.0, -1.0), (0.92, 0.7), (-0.92, 0.7)],
     "star": _star(),
-    "cross": [(-_ARM, -1), (_ARM, -1), (_ARM, -_ARM), (1, -_ARM), (1, _ARM), (_ARM, _ARM), (_ARM, 1), (-_ARM, 1), (-_ARM, _ARM), (-1, _ARM), (-1, -_ARM), (-_ARM, -_ARM)],
+    "cross": [
+        (-_ARM, -1),
+        (_ARM, -1),
+        (_ARM, -_ARM),
+        (1, -_ARM),
+        (1, _ARM),
+        (_ARM, _ARM),
+        (_ARM, 1),
+        (-_ARM, 1),
+        (-_ARM, _ARM),
+        (-1, _ARM),
+        (-1, -_ARM),
+        (-_ARM, -_ARM),
+    ],
     "heart": _heart(),
     "diamond": [(0.0, -1.0), (0.62, 0.0), (0.0, 1.0), (-0.62, 0.0)],
 }
@@ -130,12 +144,22 @@ def render(scene: Scene, style: RenderStyle = TRAIN_STYLE, rng: np.random.Genera
     side = size * scale
     canvas = Image.new("RGB", (side, side), COLORS[scene.background])
     for k, spec in enumerate(scene.shapes):
-        _draw_shape(canvas, spec, scene.jitter[4 * k:4 * k + 4], scale)
+        _draw_shape(canvas, spec, scene.jitter[4 * k : 4 * k + 4], scale)
     return _finish(canvas, style, rng, size)
 
 
-def render_outline(outline, color: tuple[int, int, int], background: tuple[int, int, int], cx: float, cy: float, radius: float, degrees: float,
-                   stripe_color: tuple[int, int, int] | None = None, size: int = IMAGE_SIZE, style: RenderStyle = TRAIN_STYLE) -> np.ndarray:
+def render_outline(
+    outline,
+    color: tuple[int, int, int],
+    background: tuple[int, int, int],
+    cx: float,
+    cy: float,
+    radius: float,
+    degrees: float,
+    stripe_color: tuple[int, int, int] | None = None,
+    size: int = IMAGE_SIZE,
+    style: RenderStyle = TRAIN_STYLE,
+) -> np.ndarray:
     """Any polygon outline (unit coordinates) drawn like a shape: for the held-out concepts."""
     scale = style.supersample
     side = size * scale

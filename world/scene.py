@@ -3,6 +3,7 @@
 A scene is one or two shapes on a plain background. Every attribute is recorded, so the truth
 of every training image (and what a judge should read from a generated one) is known exactly.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
@@ -56,7 +57,12 @@ class ShapeSpec:
     striped: bool = False
 
     def __post_init__(self):
-        for value, allowed, what in ((self.shape, SHAPES, "shape"), (self.color, COLOR_NAMES, "colour"), (self.size, SIZES, "size"), (self.place, PLACES, "place")):
+        for value, allowed, what in (
+            (self.shape, SHAPES, "shape"),
+            (self.color, COLOR_NAMES, "colour"),
+            (self.size, SIZES, "size"),
+            (self.place, PLACES, "place"),
+        ):
             if value not in allowed:
                 raise SteerError(f"unknown {what} {value!r}: use one of {', '.join(allowed)}")
 
@@ -107,7 +113,12 @@ def random_scene(rng: np.random.Generator, two_shapes: float = 0.0, striped: flo
         )
     values = []
     for _ in shapes:
-        values += [rng.uniform(-1, 1) * 0.03 * jitter, rng.uniform(-1, 1) * 0.03 * jitter, 1.0 + rng.uniform(-1, 1) * 0.08 * jitter, rng.uniform(-1, 1) * 15.0 * jitter]
+        values += [
+            rng.uniform(-1, 1) * 0.03 * jitter,
+            rng.uniform(-1, 1) * 0.03 * jitter,
+            1.0 + rng.uniform(-1, 1) * 0.08 * jitter,
+            rng.uniform(-1, 1) * 15.0 * jitter,
+        ]
     return Scene(tuple(shapes), background, tuple(values))
 
 

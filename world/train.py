@@ -11,6 +11,7 @@ For a given thread count each stage is bitwise reproducible, with one exception:
 so a rerun may number the words differently and then trains different (equally good) weights.
 About 60-70 minutes on 2 CPU cores in all.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ STAGES = ("vae", "generator", "generator_more", "tiny_decoder", "classifier", "c
 # VAE
 # ----------------------------------------------------------------------------------------
 
+
 def train_vae(out: Path, steps: int = 1500, batch: int = 32) -> None:
     from diffusers import AutoencoderKL
 
@@ -55,15 +57,26 @@ def train_vae(out: Path, steps: int = 1500, batch: int = 32) -> None:
     running = fit("vae (mse)", optimizer, steps, batch_loss, peak_lr=1e-3, warmup=100, clip_norm=1.0)
     vae.eval()
     with torch.no_grad():
-        latents = torch.cat([vae.encode(data.images[i:i + 500] * 2 - 1).latent_dist.mean for i in range(0, 4000, 500)])
+        latents = torch.cat([vae.encode(data.images[i : i + 500] * 2 - 1).latent_dist.mean for i in range(0, 4000, 500)])
         heldout = load_split("heldout", COUNTS["heldout"])
         recon = vae.decode(vae.encode(heldout.images * 2 - 1).latent_dist.mean).sample * 0.5 + 0.5
         heldout_mse = float(F.mse_loss(recon.clamp(0, 1), heldout.images))
     scaling = float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scaling)
     vae.save_pretrained(out / "vae", safe_serialization=True)
-    record(out, "vae", {"steps": steps, "batch": batch, "parameters": count_parameters(vae), "train_mse": running, "heldout_mse": heldout_mse,
-                        "scaling_factor": scaling, "seconds": time.time() - start})
+    record(
+        out,
+        "vae",
+        {
+            "steps": steps,
+            "batch": batch,
+            "parameters": count_parameters(vae),
+            "train_mse": running,
+            "heldout_mse": heldout_mse,
+            "scaling_factor": scaling,
+            "seconds": time.time() - start,
+        },
+    )
     log(f"vae done: heldout mse {heldout_mse:.5f}, scaling factor {scaling:.4f}")
 
 
@@ -71,9 +84,10 @@ def train_vae(out: Path, steps: int = 1500, batch: int = 32) -> None:
 # Generator: tokenizer + text encoder + UNet, trained together on cached latents
 # ----------------------------------------------------------------------------------------
 
+
 def _encode_all(vae, images: torch.Tensor, scaling: float) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([vae.encode(images[i:i + 500] * 2 - 1).latent_dist.mean for i in range(0, len(images), 500)]) * scaling
+        return torch.cat([vae.encode(images[i : i + 500] * 2 - 1).latent_dist.mean for i in range(0, len(images), 500)]) * scaling
 
 
 def train_generator(out: Path, steps: int = 5000, batch: int = 96, drop: float = 0.1, resume: bool = False, peak_lr: float = 1e-3) -> None:
@@ -89,8 +103,15 @@ def train_generator(out: Path, steps: int = 5000, batch: int = 96, drop: float =
         unet = UNet2DConditionModel.from_pretrained(out / "unet", use_safetensors=True)
         torch.manual_seed(3)
     else:
-        text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                                    pad_token_id=tokenizer.pad_token_id, **wm.TEXT_CONFIG))
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                **wm.TEXT_CONFIG,
+            )
+        )
         unet = UNet2DConditionModel(**wm.UNET_CONFIG)
     text_encoder.train()
     unet.train()
@@ -138,22 +159,51 @@ def train_generator(out: Path, steps: int = 5000, batch: int = 96, drop: float =
         for e, p in zip(ema, params):
             e.lerp_(p.detach(), 1 - decay)
 
-    running = fit("generator (eps-mse)", optimizer, steps, batch_loss, peak_lr=peak_lr, clip_norm=1.0, after_step=update_ema, smoothing=0.99)
+    running = fit(
+        "generator (eps-mse)", optimizer, steps, batch_loss, peak_lr=peak_lr, clip_norm=1.0, after_step=update_ema, smoothing=0.99
+    )
     with torch.no_grad():
         for e, p in zip(ema, params):
             p.copy_(e)
     unet.save_pretrained(out / "unet", safe_serialization=True)
     text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
     scheduler.save_pretrained(out / "scheduler")
-    (out / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": _version("diffusers"),
-        "vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDPMScheduler"], "safety_checker": [None, None], "feature_extractor": [None, None],
-        "requires_safety_checker": False}, indent=1))
-    schedules = (previous or {}).get("schedules", []) + [{"steps": steps, "peak_lr": peak_lr, "seconds": time.time() - start, "final_eps_mse": running}]
-    record(out, "generator", {"steps": sum(x["steps"] for x in schedules), "schedules": schedules, "batch": batch, "cfg_dropout": drop, "unet_parameters": count_parameters(unet),
-                              "text_encoder_parameters": count_parameters(text_encoder), "final_eps_mse": running, "loss": "eps-MSE, min-SNR-5 weighted",
-                              "ema": 0.999, "seconds": sum(x["seconds"] for x in schedules)})
+    (out / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "_diffusers_version": _version("diffusers"),
+                "vae": ["diffusers", "AutoencoderKL"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "scheduler": ["diffusers", "DDPMScheduler"],
+                "safety_checker": [None, None],
+                "feature_extractor": [None, None],
+                "requires_safety_checker": False,
+            },
+            indent=1,
+        )
+    )
+    schedules = (previous or {}).get("schedules", []) + [
+        {"steps": steps, "peak_lr": peak_lr, "seconds": time.time() - start, "final_eps_mse": running}
+    ]
+    record(
+        out,
+        "generator",
+        {
+            "steps": sum(x["steps"] for x in schedules),
+            "schedules": schedules,
+            "batch": batch,
+            "cfg_dropout": drop,
+            "unet_parameters": count_parameters(unet),
+            "text_encoder_parameters": count_parameters(text_encoder),
+            "final_eps_mse": running,
+            "loss": "eps-MSE, min-SNR-5 weighted",
+            "ema": 0.999,
+            "seconds": sum(x["seconds"] for x in schedules),
+        },
+    )
 
 
 def _version(name: str) -> str:
@@ -166,6 +216,7 @@ def _version(name: str) -> str:
 # Tiny decoder, distilled from the VAE decoder
 # ----------------------------------------------------------------------------------------
 
+
 def train_tiny_decoder(out: Path, steps: int = 1200, batch: int = 64) -> None:
     from diffusers import AutoencoderKL
     from safetensors.torch import save_file
@@ -176,7 +227,7 @@ def train_tiny_decoder(out: Path, steps: int = 1200, batch: int = 64) -> None:
     data = load_split("generator", 8000)
     latents = _encode_all(vae, data.images, scaling)
     with torch.no_grad():
-        targets = torch.cat([vae.decode(latents[i:i + 500] / scaling).sample for i in range(0, len(latents), 500)]) * 0.5 + 0.5
+        targets = torch.cat([vae.decode(latents[i : i + 500] / scaling).sample for i in range(0, len(latents), 500)]) * 0.5 + 0.5
     tiny = wm.TinyDecoder()
     optimizer = torch.optim.AdamW(tiny.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(3)
@@ -197,7 +248,17 @@ def train_tiny_decoder(out: Path, steps: int = 1200, batch: int = 64) -> None:
     save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, str(out / "tiny_decoder" / "tiny_decoder.safetensors"))
     with torch.no_grad():
         mse_clean = float(F.mse_loss(tiny(latents[:2000]), targets[:2000]))
-    record(out, "tiny_decoder", {"steps": steps, "batch": batch, "parameters": count_parameters(tiny), "mse_to_vae_decoder": mse_clean, "seconds": time.time() - start})
+    record(
+        out,
+        "tiny_decoder",
+        {
+            "steps": steps,
+            "batch": batch,
+            "parameters": count_parameters(tiny),
+            "mse_to_vae_decoder": mse_clean,
+            "seconds": time.time() - start,
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", choices=STAGES + ("all",), default="all")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--generator-steps", type=int, default=4500)
-    parser.add_argument("--generator-resume-steps", type=int, default=3000, help="a second schedule from the first's weights (stage generator_more)")
+    parser.add_argument(
+        "--generator-resume-steps", type=int, default=3000, help="a second schedule from the first's weights (stage generator_more)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         "classifier": lambda: guides_module().train_guides(args.out, ("classifier",)),
         "clip": lambda: guides_module().train_guides(args.out, ("clip",)),
         "judge": lambda: guides_module().train_judge(args.out),
-        "card": lambda: guides_module().write_card(args.out, {"threads": args.threads, "machine": platform.machine(), "torch": torch.__version__, "cpus": os.cpu_count()}),
+        "card": lambda: guides_module().write_card(
+            args.out, {"threads": args.threads, "machine": platform.machine(), "torch": torch.__version__, "cpus": os.cpu_count()}
+        ),
     }
     for stage in STAGES if args.stage == "all" else (args.stage,):
         log(f"stage {stage}")

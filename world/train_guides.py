@@ -5,6 +5,7 @@ Guides (Hugging Face folders that `SteerLoadGuidanceModel` loads as they are):
     guides/clip/        CLIPModel (ViT + text transformer), contrastive on images and captions
 Judge: judge/shape_judge.safetensors, an MLP on foreground masks (world/judges.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ import torch.nn.functional as F
 
 from ..guidance.preprocess import ImagePreprocess
 from . import model as wm
-from .scene import COLOR_NAMES, PHRASINGS, SHAPES, caption, partial_caption
 from .data import COUNTS, load_split
+from .scene import COLOR_NAMES, PHRASINGS, SHAPES, caption, partial_caption
 from .training_loop import batches, count_parameters, degrade, fit, record
 
 CLASSIFIER_LABELS = list(SHAPES) + list(COLOR_NAMES)
@@ -44,14 +45,32 @@ def train_classifier(out: Path, data, heldout, steps: int = 1500, batch: int = 6
     folder = out / "guides" / "classifier"
     folder.mkdir(parents=True, exist_ok=True)
     config = ResNetConfig(
-        num_channels=3, embedding_size=32, hidden_sizes=[32, 64, 128], depths=[1, 1, 1], layer_type="basic", hidden_act="silu",
-        num_labels=len(CLASSIFIER_LABELS), id2label=dict(enumerate(CLASSIFIER_LABELS)), label2id={n: i for i, n in enumerate(CLASSIFIER_LABELS)},
+        num_channels=3,
+        embedding_size=32,
+        hidden_sizes=[32, 64, 128],
+        depths=[1, 1, 1],
+        layer_type="basic",
+        hidden_act="silu",
+        num_labels=len(CLASSIFIER_LABELS),
+        id2label=dict(enumerate(CLASSIFIER_LABELS)),
+        label2id={n: i for i, n in enumerate(CLASSIFIER_LABELS)},
         problem_type="multi_label_classification",
     )
     model = ResNetForImageClassification(config)
-    preprocess = _save_processor_json(folder, {
-        "image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": 64, "width": 64}, "resample": 2,
-        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]})
+    preprocess = _save_processor_json(
+        folder,
+        {
+            "image_processor_type": "ViTImageProcessor",
+            "do_resize": True,
+            "size": {"height": 64, "width": 64},
+            "resample": 2,
+            "do_rescale": True,
+            "rescale_factor": 1 / 255,
+            "do_normalize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+        },
+    )
     targets = _classifier_targets(data.scenes)
     mean = data.images.mean(0, keepdim=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
@@ -72,10 +91,17 @@ def train_classifier(out: Path, data, heldout, steps: int = 1500, batch: int = 6
     with torch.no_grad():
         logits = model(pixel_values=preprocess(heldout.images)).logits
     truth = _classifier_targets(heldout.scenes)
-    shape_acc = float((logits[:, :len(SHAPES)].argmax(1) == truth[:, :len(SHAPES)].argmax(1)).float().mean())
-    color_acc = float((logits[:, len(SHAPES):].argmax(1) == truth[:, len(SHAPES):].argmax(1)).float().mean())
-    return {"steps": steps, "batch": batch, "parameters": count_parameters(model), "final_bce": running, "heldout_shape_accuracy": shape_acc,
-            "heldout_color_accuracy": color_acc, "seconds": time.time() - start}
+    shape_acc = float((logits[:, : len(SHAPES)].argmax(1) == truth[:, : len(SHAPES)].argmax(1)).float().mean())
+    color_acc = float((logits[:, len(SHAPES) :].argmax(1) == truth[:, len(SHAPES) :].argmax(1)).float().mean())
+    return {
+        "steps": steps,
+        "batch": batch,
+        "parameters": count_parameters(model),
+        "final_bce": running,
+        "heldout_shape_accuracy": shape_acc,
+        "heldout_color_accuracy": color_acc,
+        "seconds": time.time() - start,
+    }
 
 
 def train_clip(out: Path, data, heldout, steps: int = 2500, batch: int = 128) -> dict:
@@ -86,16 +112,38 @@ def train_clip(out: Path, data, heldout, steps: int = 2500, batch: int = 128) ->
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = wm.build_tokenizer(folder)
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                         max_position_embeddings=wm.MAX_TOKENS, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=wm.MAX_TOKENS,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
         vision_config=dict(image_size=32, patch_size=4, hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4),
         projection_dim=64,
     )
     model = CLIPModel(config)
-    preprocess = _save_processor_json(folder, {
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": 32}, "do_center_crop": True,
-        "crop_size": {"height": 32, "width": 32}, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711], "do_convert_rgb": True})
+    preprocess = _save_processor_json(
+        folder,
+        {
+            "image_processor_type": "CLIPImageProcessor",
+            "do_resize": True,
+            "size": {"shortest_edge": 32},
+            "do_center_crop": True,
+            "crop_size": {"height": 32, "width": 32},
+            "resample": 3,
+            "do_rescale": True,
+            "rescale_factor": 1 / 255,
+            "do_normalize": True,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "do_convert_rgb": True,
+        },
+    )
     rng = np.random.default_rng(6)
     mean = data.images.mean(0, keepdim=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
@@ -106,7 +154,10 @@ def train_clip(out: Path, data, heldout, steps: int = 2500, batch: int = 128) ->
 
     def batch_loss(step):
         idx = next(order).tolist()
-        texts = [caption(data.scenes[i], int(rng.integers(PHRASINGS))) if rng.random() < 0.5 else partial_caption(data.scenes[i], rng) for i in idx]
+        texts = [
+            caption(data.scenes[i], int(rng.integers(PHRASINGS))) if rng.random() < 0.5 else partial_caption(data.scenes[i], rng)
+            for i in idx
+        ]
         ids = tokenizer(texts, padding="max_length", max_length=wm.MAX_TOKENS, truncation=True, return_tensors="pt")
         x = degrade(data.images[idx], mean, generator, clean=0.5)
         loss = model(input_ids=ids.input_ids, attention_mask=ids.attention_mask, pixel_values=preprocess(x), return_loss=True).loss
@@ -116,7 +167,14 @@ def train_clip(out: Path, data, heldout, steps: int = 2500, batch: int = 128) ->
     model.eval()
     model.save_pretrained(folder, safe_serialization=True)
     accuracy = _clip_zero_shot(model, tokenizer, preprocess, heldout)
-    return {"steps": steps, "batch": batch, "parameters": count_parameters(model), "final_contrastive_loss": running, **accuracy, "seconds": time.time() - start}
+    return {
+        "steps": steps,
+        "batch": batch,
+        "parameters": count_parameters(model),
+        "final_contrastive_loss": running,
+        **accuracy,
+        "seconds": time.time() - start,
+    }
 
 
 @torch.no_grad()
@@ -134,7 +192,9 @@ def _clip_zero_shot(model, tokenizer, preprocess, heldout) -> dict:
 
     return {
         "heldout_zero_shot_shape": accuracy([f"a {s}" for s in SHAPES], [SHAPES.index(s.main.shape) for s in heldout.scenes]),
-        "heldout_zero_shot_color": accuracy([f"a {c} star" for c in COLOR_NAMES], [COLOR_NAMES.index(s.main.color) for s in heldout.scenes]),
+        "heldout_zero_shot_color": accuracy(
+            [f"a {c} star" for c in COLOR_NAMES], [COLOR_NAMES.index(s.main.color) for s in heldout.scenes]
+        ),
     }
 
 
@@ -175,8 +235,14 @@ def train_judge(out: Path, steps: int = 3000, batch: int = 128) -> None:
         large = extent[(labels == k) & torch.tensor([s.main.size == "large" for s in data.scenes])]
         thresholds[shape] = float((small.mean() + large.mean()) / 2)
     judges = Judges(judge, thresholds)
-    facts = {"steps": steps, "batch": batch, "parameters": count_parameters(judge), "final_ce": running, "seconds": time.time() - start,
-             **judge_accuracy(judges)}
+    facts = {
+        "steps": steps,
+        "batch": batch,
+        "parameters": count_parameters(judge),
+        "final_ce": running,
+        "seconds": time.time() - start,
+        **judge_accuracy(judges),
+    }
     save_judges(judges, out / "judge", facts)
     record(out, "judge", facts)
 
@@ -186,8 +252,11 @@ def judge_accuracy(judges) -> dict:
     heldout = load_split("heldout", COUNTS["heldout"])
     reading = judges.read(heldout.images)
     truth = {
-        "shape": [s.main.shape for s in heldout.scenes], "color": [s.main.color for s in heldout.scenes], "background": [s.background for s in heldout.scenes],
-        "place": [s.main.place for s in heldout.scenes], "size": [s.main.size for s in heldout.scenes],
+        "shape": [s.main.shape for s in heldout.scenes],
+        "color": [s.main.color for s in heldout.scenes],
+        "background": [s.background for s in heldout.scenes],
+        "place": [s.main.place for s in heldout.scenes],
+        "size": [s.main.size for s in heldout.scenes],
     }
     return {f"heldout_{k}_accuracy": float(np.mean([a == b for a, b in zip(reading.attribute(k), v)])) for k, v in truth.items()}
 

@@ -1,4 +1,5 @@
 """The one minibatch training loop every world stage runs, and what the stages share around it."""
+
 from __future__ import annotations
 
 import json

@@ -10,6 +10,7 @@ A loss maps a batch of images to one loss value per image:
 Model-based losses own their model and move it to the images' device and a suitable
 dtype on first use. The engine never needs to know which kind of loss it holds.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

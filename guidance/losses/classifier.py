@@ -8,6 +8,7 @@ Objectives, per image:
 - neg_logit:       −logit(label), unbounded. For regression heads (one output, e.g. an
                    aesthetic score) where "more" is the goal.
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,7 +44,9 @@ def _some_labels(names: dict[int, str], shown: int = 20) -> str:
 class ClassifierLoss:
     def __init__(self, model: GuidanceModel, label: str | int, objective: str = "cross_entropy", fit: str = "stretch"):
         if model.kind != "classifier":
-            raise SteerError(f"model {model.name!r} is a {model.kind} model, not an image classifier; load an AutoModelForImageClassification folder")
+            raise SteerError(
+                f"model {model.name!r} is a {model.kind} model, not an image classifier; load an AutoModelForImageClassification folder"
+            )
         if objective not in OBJECTIVES:
             raise SteerError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if fit not in FITS:

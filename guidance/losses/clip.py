@@ -9,6 +9,7 @@ Distances between embeddings (both on unit-normalised vectors):
   clip_guided_stable_diffusion. 0 when equal, about 0.8 for an unrelated CLIP text/image pair.
 - cosine: 1 − cos(a, b). 0 when equal, about 0.7–0.8 for an unrelated text/image pair.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Protocol
@@ -69,7 +70,9 @@ class HFCLIPEncoder:
 
     def __init__(self, model: GuidanceModel, fit: str = "stretch"):
         if model.kind not in ("clip", "clip_vision"):
-            raise SteerError(f"model {model.name!r} is an image classifier, not CLIP; load a CLIP folder for CLIP image, text and style losses")
+            raise SteerError(
+                f"model {model.name!r} is an image classifier, not CLIP; load a CLIP folder for CLIP image, text and style losses"
+            )
         if fit not in FITS:
             raise SteerError(f"fit must be one of {FITS}, got {fit!r}")
         self.model = model
@@ -111,7 +114,9 @@ class HFCLIPEncoder:
     def embed_text(self, prompts: list[str], device: torch.device) -> torch.Tensor:
         """(len(prompts), D) float32 text embeddings, without gradient."""
         if self.model.kind != "clip":
-            raise SteerError(f"model {self.model.name!r} is a vision-only CLIP and has no text encoder; load a full CLIP folder for text guidance")
+            raise SteerError(
+                f"model {self.model.name!r} is a vision-only CLIP and has no text encoder; load a full CLIP folder for text guidance"
+            )
         tokenizer = self.model.tokenizer()
         module, _, _, _ = self._towers(device)
         max_length = int(self.model.config.get("text_config", {}).get("max_position_embeddings", 77))
@@ -215,7 +220,9 @@ class CLIPStyleLoss:
         self.encoder = encoder
         self.block = int(block)
         self.reference = ReferenceImages(reference, "style reference")
-        self._target = _PerDevice(lambda device: gram(encoder.block_tokens(self.reference.original(device), self.block)).mean(dim=0, keepdim=True))
+        self._target = _PerDevice(
+            lambda device: gram(encoder.block_tokens(self.reference.original(device), self.block)).mean(dim=0, keepdim=True)
+        )
         self.name = f"clip_style({encoder.name}, block {self.block})"
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

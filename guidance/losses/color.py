@@ -1,4 +1,5 @@
 """Colour guidance: toward a target colour, or toward a reference image's colour statistics. No model needed."""
+
 from __future__ import annotations
 
 import torch

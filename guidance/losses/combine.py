@@ -1,4 +1,5 @@
 """A weighted sum of losses, each active in its own window of the schedule."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """Structure guidance: the sample's edge map against a reference image's, with kornia's Sobel filter."""
+
 from __future__ import annotations
 
 import kornia

@@ -1,4 +1,5 @@
 """Loss from any image classifier that returns logits: steer each sample toward its target class."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -34,7 +35,9 @@ class LogitsLoss:
     copy-major (copies·B images), so the targets are tiled to match.
     """
 
-    def __init__(self, classifier: Callable[[torch.Tensor], torch.Tensor], targets, objective: str = "cross_entropy", name: str = "classifier"):
+    def __init__(
+        self, classifier: Callable[[torch.Tensor], torch.Tensor], targets, objective: str = "cross_entropy", name: str = "classifier"
+    ):
         if objective not in CLASSIFIER_OBJECTIVES:
             raise SteerError(f"classifier objective must be one of {CLASSIFIER_OBJECTIVES}, got {objective!r}")
         self.classifier = classifier

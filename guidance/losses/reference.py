@@ -1,4 +1,5 @@
 """Reference images shared by the image-based losses: resized and moved once per size and device."""
+
 from __future__ import annotations
 
 import torch

@@ -16,6 +16,7 @@ errors: what ComfyBackbone says for SDXL, a DiT model, a MODEL/CLIP width mismat
 VAE; and that training leaves ComfyUI's objects as they were (CLIPLayer forwards, weight
 functions, model options, block forwards and the stock model output).
 """
+
 import copy
 import json
 import os
@@ -26,9 +27,8 @@ COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "/opt/ComfyUI")
 sys.path.insert(0, COMFYUI_PATH)
 os.chdir(COMFYUI_PATH)
 
-import torch  # noqa: E402
-
 import comfy.cli_args  # noqa: E402
+import torch  # noqa: E402
 
 comfy.cli_args.args.cpu = True  # before comfy.model_management is imported: there is no GPU here
 
@@ -69,9 +69,17 @@ def tiny_unet(seed, linear_projection=False):
     torch.manual_seed(seed)
     # ComfyUI's UNet hard-codes 32 normalisation groups, hence 32/64 channels.
     unet = UNet2DConditionModel(
-        sample_size=RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=WIDTH, attention_head_dim=2, norm_num_groups=32, use_linear_projection=linear_projection,
+        sample_size=RESOLUTION // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=WIDTH,
+        attention_head_dim=2,
+        norm_num_groups=32,
+        use_linear_projection=linear_projection,
     )
     with torch.no_grad():  # diffusers zero-initialises some output layers; make every weight matter
         for parameter in unet.parameters():
@@ -81,11 +89,23 @@ def tiny_unet(seed, linear_projection=False):
 
 def comfy_unet(unet, config_class, model_type):
     unet_config = {
-        "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False, "adm_in_channels": None,
-        "in_channels": 4, "out_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1], "transformer_depth": [1, 1],
-        "transformer_depth_output": [1, 1, 1, 1], "channel_mult": [1, 2], "transformer_depth_middle": 1,
-        "use_linear_in_transformer": config_class is comfy.supported_models.SD20, "context_dim": WIDTH,
-        "use_temporal_resblock": False, "use_temporal_attention": False,
+        "use_checkpoint": False,
+        "image_size": 32,
+        "use_spatial_transformer": True,
+        "legacy": False,
+        "adm_in_channels": None,
+        "in_channels": 4,
+        "out_channels": 4,
+        "model_channels": 32,
+        "num_res_blocks": [1, 1],
+        "transformer_depth": [1, 1],
+        "transformer_depth_output": [1, 1, 1, 1],
+        "channel_mult": [1, 2],
+        "transformer_depth_middle": 1,
+        "use_linear_in_transformer": config_class is comfy.supported_models.SD20,
+        "context_dim": WIDTH,
+        "use_temporal_resblock": False,
+        "use_temporal_attention": False,
     }
     config = config_class(unet_config)
     config.unet_config.update({"num_heads": 2, "num_head_channels": -1})
@@ -101,9 +121,18 @@ def comfy_unet(unet, config_class, model_type):
 
 def hf_text_config(layers, activation):
     return {
-        "vocab_size": 49408, "hidden_size": WIDTH, "intermediate_size": 64, "num_hidden_layers": layers, "num_attention_heads": 4,
-        "max_position_embeddings": 77, "hidden_act": activation, "layer_norm_eps": 1e-5, "projection_dim": WIDTH,
-        "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407,
+        "vocab_size": 49408,
+        "hidden_size": WIDTH,
+        "intermediate_size": 64,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 77,
+        "hidden_act": activation,
+        "layer_norm_eps": 1e-5,
+        "projection_dim": WIDTH,
+        "bos_token_id": 49406,
+        "eos_token_id": 49407,
+        "pad_token_id": 49407,
     }
 
 
@@ -128,9 +157,16 @@ def tiny_text_encoders(variant, seed):
     config = {key: value for key, value in hf_text_config(layers, activation).items()}
 
     if variant == "sd1":
+
         class Encoder(comfy.sd1_clip.SDClipModel):
             def __init__(self, device="cpu", dtype=None, model_options={}):
-                super().__init__(device=device, dtype=dtype, textmodel_json_config=dict(config), return_projected_pooled=False, model_options=model_options)
+                super().__init__(
+                    device=device,
+                    dtype=dtype,
+                    textmodel_json_config=dict(config),
+                    return_projected_pooled=False,
+                    model_options=model_options,
+                )
 
         class Clip(comfy.sd1_clip.SD1ClipModel):
             def __init__(self, device="cpu", dtype=None, model_options={}):
@@ -140,10 +176,19 @@ def tiny_text_encoders(variant, seed):
             def __init__(self, embedding_directory=None, tokenizer_data={}):
                 super().__init__(embedding_directory=embedding_directory, tokenizer_data=tokenizer_data)
     else:
+
         class Encoder(comfy.sd1_clip.SDClipModel):
             def __init__(self, device="cpu", dtype=None, model_options={}):
-                super().__init__(device=device, dtype=dtype, layer="hidden", layer_idx=-2, textmodel_json_config=dict(config),
-                                 special_tokens={"start": 49406, "end": 49407, "pad": 0}, return_projected_pooled=True, model_options=model_options)
+                super().__init__(
+                    device=device,
+                    dtype=dtype,
+                    layer="hidden",
+                    layer_idx=-2,
+                    textmodel_json_config=dict(config),
+                    special_tokens={"start": 49406, "end": 49407, "pad": 0},
+                    return_projected_pooled=True,
+                    model_options=model_options,
+                )
 
         class Clip(comfy.sd1_clip.SD1ClipModel):
             def __init__(self, device="cpu", dtype=None, model_options={}):
@@ -163,8 +208,14 @@ def tiny_vaes(seed):
 
     torch.manual_seed(seed)
     vae = AutoencoderKL(  # the SD VAE layout, which is what ComfyUI's converter knows
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        norm_num_groups=32,
     )
     with torch.inference_mode():
         comfy_vae = comfy.sd.VAE(sd={k: v.clone() for k, v in vae.state_dict().items()})
@@ -179,12 +230,16 @@ def backbones(variant):
     text_encoder, clip = tiny_text_encoders(variant, 2)
     vae, comfy_vae = tiny_vaes(3)
     prediction = "epsilon" if variant == "sd1" else "v_prediction"
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000, prediction_type=prediction)
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000, prediction_type=prediction
+    )
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_PATH, **({} if variant == "sd1" else {"pad_token": "!"}))
     config_class = comfy.supported_models.SD15 if variant == "sd1" else comfy.supported_models.SD20
     model_type = comfy.model_base.ModelType.EPS if variant == "sd1" else comfy.model_base.ModelType.V_PREDICTION
     model = comfy_unet(unet, config_class, model_type)
-    diffusers_backbone = DiffusersBackbone(copy.deepcopy(unet), text_encoder, tokenizer, vae, scheduler, identity="tiny", frozen_dtype=torch.float32)
+    diffusers_backbone = DiffusersBackbone(
+        copy.deepcopy(unet), text_encoder, tokenizer, vae, scheduler, identity="tiny", frozen_dtype=torch.float32
+    )
     return diffusers_backbone, (model, clip, comfy_vae)
 
 
@@ -195,7 +250,10 @@ def backbones(variant):
 def photos():
     generator = torch.Generator().manual_seed(0)
     sizes = [(20, 24), (30, 18), (16, 16)]
-    return [torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=generator), size=size, mode="bilinear", align_corners=False)[0] for size in sizes]
+    return [
+        torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=generator), size=size, mode="bilinear", align_corners=False)[0]
+        for size in sizes
+    ]
 
 
 def one_pass(backbone, latents, noise, timesteps):
@@ -214,8 +272,12 @@ def one_pass(backbone, latents, noise, timesteps):
     (gradient,) = torch.autograd.grad(loss, token)
     token.requires_grad_(False)
     return {
-        "embeddings": prompt.embeddings.detach().cpu(), "token_index": prompt.token_index, "prediction": prediction.detach().cpu(),
-        "regularizer": float(regularizer.detach()), "layers": len(maps), "gradient": gradient.detach().cpu(),
+        "embeddings": prompt.embeddings.detach().cpu(),
+        "token_index": prompt.token_index,
+        "prediction": prediction.detach().cpu(),
+        "regularizer": float(regularizer.detach()),
+        "layers": len(maps),
+        "gradient": gradient.detach().cpu(),
     }
 
 
@@ -239,7 +301,9 @@ def parity_variant(variant):
             report["schedule"] = compare(diffusers_backbone.schedule.alphas_cumprod, comfy_backbone.schedule.alphas_cumprod)
             report["prediction_types"] = [diffusers_backbone.schedule.prediction_type, comfy_backbone.schedule.prediction_type]
             report["embedding_keys"] = [diffusers_backbone.embedding_key, comfy_backbone.embedding_key]
-            report["latents"] = compare(diffusers_backbone.encode_images(pixels, generators()), comfy_backbone.encode_images(pixels, generators()))
+            report["latents"] = compare(
+                diffusers_backbone.encode_images(pixels, generators()), comfy_backbone.encode_images(pixels, generators())
+            )
             latents = diffusers_backbone.encode_images(pixels, generators())
             ours, theirs = one_pass(diffusers_backbone, latents, noise, timesteps), one_pass(comfy_backbone, latents, noise, timesteps)
             report["token_index"] = [ours["token_index"], theirs["token_index"]]
@@ -249,7 +313,15 @@ def parity_variant(variant):
             report["regularizer"] = [ours["regularizer"], theirs["regularizer"]]
 
         # The whole trainer, one step per stage, on the same (still untrained) weights.
-        plan = custom_plan(token_steps=1, cross_attention_steps=1, unet_steps=1, token_batch_size=2, cross_attention_batch_size=2, unet_batch_size=2, resolution=RESOLUTION)
+        plan = custom_plan(
+            token_steps=1,
+            cross_attention_steps=1,
+            unet_steps=1,
+            token_batch_size=2,
+            cross_attention_batch_size=2,
+            unet_batch_size=2,
+            resolution=RESOLUTION,
+        )
         options = RuntimeOptions(precision="fp32", gradient_checkpointing=False)
         histories = [train(diffusers_backbone, images, "dog", plan, seed=7, options=options).history]
         with ComfyBackbone(model, clip, vae) as comfy_backbone:
@@ -261,7 +333,10 @@ def parity_variant(variant):
         report["delta_names_equal"] = sorted(theirs_deltas) == sorted(ours_deltas)
         zero = torch.zeros(())
         report["deltas"] = max(
-            (float((ours_deltas.get(name, zero) - theirs_deltas.get(name, zero)).abs().max()) for name in set(ours_deltas) | set(theirs_deltas)),
+            (
+                float((ours_deltas.get(name, zero) - theirs_deltas.get(name, zero)).abs().max())
+                for name in set(ours_deltas) | set(theirs_deltas)
+            ),
             default=0.0,
         )
         report["delta_scale"] = max((float(delta.abs().max()) for delta in ours_deltas.values()), default=0.0)
@@ -318,7 +393,15 @@ def errors():
     options_before = copy.deepcopy(model.model_options)
     wrappers_before = {k: list(v) for k, v in model.weight_wrapper_patches.items()}
     images = TrainingImages(photos(), RESOLUTION)
-    plan = custom_plan(token_steps=1, cross_attention_steps=1, unet_steps=1, token_batch_size=1, cross_attention_batch_size=1, unet_batch_size=1, resolution=RESOLUTION)
+    plan = custom_plan(
+        token_steps=1,
+        cross_attention_steps=1,
+        unet_steps=1,
+        token_batch_size=1,
+        cross_attention_batch_size=1,
+        unet_batch_size=1,
+        resolution=RESOLUTION,
+    )
 
     class Stop(Exception):
         pass

@@ -11,6 +11,7 @@ The UI-format file workflows/NAME.json is the source of truth: the API twin is w
 export produces from it, and the thumbnail is a screenshot of the graph. Without --server a throw-away
 ComfyUI (COMFYUI_PATH) starts with this pack mounted and the tiny test checkpoint.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -117,7 +118,9 @@ def main(argv=None) -> int:
     parser.add_argument("--new", metavar="NAME", help="create workflows/NAME.json from --from-api")
     parser.add_argument("--from-api", type=Path, help="API-format draft for --new")
     parser.add_argument("--keep-thumbnails", action="store_true", help="do not replace existing thumbnails")
-    parser.add_argument("--update-ui", action="store_true", help="re-save the UI files as the frontend saves them (after a node gained an input)")
+    parser.add_argument(
+        "--update-ui", action="store_true", help="re-save the UI files as the frontend saves them (after a node gained an input)"
+    )
     args = parser.parse_args(argv)
     if bool(args.new) != bool(args.from_api):
         parser.error("--new and --from-api go together")

@@ -19,6 +19,7 @@ recognises (24 layers, width 1024; ~300 M parameters, ~600 MB in fp16).
   4. the stock CLIPVisionEncode encodes the same image again (after); outputs must be identical,
      CLIPLayer.forward must be the original and no layer may keep a weight function of ours.
 """
+
 import json
 import os
 import sys
@@ -72,6 +73,7 @@ def probe(path: str) -> dict:
     import comfy.clip_model
     import comfy.clip_vision
     import folder_paths
+
     import nodes as comfy_nodes  # ComfyUI's own nodes.py
 
     folder_paths.add_model_folder_path("clip_vision", os.path.dirname(os.path.abspath(path)), is_default=True)
@@ -125,7 +127,9 @@ def probe(path: str) -> dict:
             # Mid-grey-centred, so bicubic overshoot stays inside [0, 1], where clip_preprocess would also clamp.
             mid_grey = 0.25 + 0.5 * image
             bchw = mid_grey.movedim(-1, 1).clone()
-            stock_pixels = comfy.clip_vision.clip_preprocess(mid_grey.clone(), size=clip_vision.image_size, mean=clip_vision.image_mean, std=clip_vision.image_std, crop=True)
+            stock_pixels = comfy.clip_vision.clip_preprocess(
+                mid_grey.clone(), size=clip_vision.image_size, mean=clip_vision.image_mean, std=clip_vision.image_std, crop=True
+            )
             report["preprocess_max_difference"] = float((encoder.preprocess(bchw) - stock_pixels).abs().max())
             report["preprocess_rounding_bound"] = 0.5 / 255 / min(clip_vision.image_std)
             with torch.no_grad():
@@ -136,7 +140,10 @@ def probe(path: str) -> dict:
         report["inference_mode_still_on"] = torch.is_inference_mode_enabled()
         report["weight_functions_restored"] = _weight_function_state(clip_vision.model) == state_before
         report["our_weight_functions_left"] = sum(
-            1 for _, weights, biases in _weight_function_state(clip_vision.model) for f in weights + biases if getattr(f, "__module__", "").startswith("steer")
+            1
+            for _, weights, biases in _weight_function_state(clip_vision.model)
+            for f in weights + biases
+            if getattr(f, "__module__", "").startswith("steer")
         )
         report["clip_layer_forward_unchanged"] = comfy.clip_model.CLIPLayer.forward is original_clip_layer_forward
         after = comfy_nodes.CLIPVisionEncode().encode(clip_vision, image, "center")[0]

@@ -4,6 +4,7 @@ Chromium is Debian's `chromium` package at /usr/bin/chromium (or STEER_CHROMIUM)
 the Python driver and never downloads a browser. Used by the browser test and by
 build_workflows.py, the tool that turns an API-format workflow into the shared UI-format file.
 """
+
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@ their events are read from the WebSocket.
 
 This module never imports ComfyUI: the test process only speaks HTTP to it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -137,8 +138,7 @@ class PromptBuilder:
             return value.out(0) if isinstance(value, NodeRef) else copy.deepcopy(value)
 
         return {
-            ref.id: {"class_type": ref.class_type, "inputs": {k: encode(v) for k, v in ref.inputs.items()}}
-            for ref in self.nodes.values()
+            ref.id: {"class_type": ref.class_type, "inputs": {k: encode(v) for k, v in ref.inputs.items()}} for ref in self.nodes.values()
         }
 
 
@@ -212,10 +212,7 @@ class ExecutionFailed(Exception):
         self.exception_type = data.get("exception_type")
         self.exception_message = data.get("exception_message", "")
         traceback_text = "".join(data.get("traceback") or [])
-        super().__init__(
-            f"node {self.node_id} ({self.node_type}) raised {self.exception_type}: "
-            f"{self.exception_message}\n{traceback_text}"
-        )
+        super().__init__(f"node {self.node_id} ({self.node_type}) raised {self.exception_type}: {self.exception_message}\n{traceback_text}")
 
 
 class ExecutionInterrupted(Exception):
@@ -299,7 +296,9 @@ class ComfyClient:
         if extra_data:
             body["extra_data"] = extra_data
         # json.dumps, not requests' json=: hostile prompts carry NaN and Infinity, which requests refuses to send.
-        response = self.http.post(f"{self.base_url}/prompt", data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=60)
+        response = self.http.post(
+            f"{self.base_url}/prompt", data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=60
+        )
         if response.status_code == 400:
             payload = response.json()
             raise PromptRejected(payload.get("error", {}), payload.get("node_errors", {}))
@@ -344,8 +343,7 @@ class ComfyClient:
 
     def seen_progress(self, prompt_id: str, node_id: str) -> bool:
         return any(
-            event["type"] == "progress" and event["data"].get("node") == str(node_id)
-            for event in self._events_by_prompt.get(prompt_id, [])
+            event["type"] == "progress" and event["data"].get("node") == str(node_id) for event in self._events_by_prompt.get(prompt_id, [])
         )
 
     def wait(self, prompt_id: str, timeout: float = 120) -> RunResult:
@@ -491,18 +489,27 @@ class ComfyServer:
 
     def command(self, yaml_path: Path) -> list[str]:
         return [
-            sys.executable, "main.py",
+            sys.executable,
+            "main.py",
             "--cpu",
-            "--listen", self.host,
-            "--port", str(self.port),
-            "--extra-model-paths-config", str(yaml_path),
-            "--output-directory", str(self.base_dir / "output"),
-            "--input-directory", str(self.base_dir / "input"),
-            "--temp-directory", str(self.base_dir / "temp"),
+            "--listen",
+            self.host,
+            "--port",
+            str(self.port),
+            "--extra-model-paths-config",
+            str(yaml_path),
+            "--output-directory",
+            str(self.base_dir / "output"),
+            "--input-directory",
+            str(self.base_dir / "input"),
+            "--temp-directory",
+            str(self.base_dir / "temp"),
             # Keep settings and the asset database out of the ComfyUI checkout. The DB URL must be
             # given too: its default is derived from the checkout's user/ folder, not --user-directory.
-            "--user-directory", str(self.base_dir / "user"),
-            "--database-url", f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}",
+            "--user-directory",
+            str(self.base_dir / "user"),
+            "--database-url",
+            f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}",
             "--disable-auto-launch",
             *self.extra_args,
         ]
@@ -536,9 +543,7 @@ class ComfyServer:
         url = f"http://{self.host}:{self.port}/object_info"
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"ComfyUI exited during startup (code {self.process.returncode}); log tail:\n{self._log_tail()}"
-                )
+                raise RuntimeError(f"ComfyUI exited during startup (code {self.process.returncode}); log tail:\n{self._log_tail()}")
             try:
                 # The port only opens after every node (built-in and custom) has been imported.
                 if requests.get(url, timeout=30).status_code == 200:

@@ -4,12 +4,12 @@
 - `tiny_checkpoint`: path of the cached random-weight SD1.5-shaped checkpoint (built once).
 - `comfy`: a ComfyClient for one ComfyUI server per session, with the Steer pack mounted.
 """
+
 import importlib.util
 import os
 from pathlib import Path
 
 import pytest
-
 from comfy_server import ComfyServer, comfyui_missing_reason, comfyui_path
 
 INTEGRATION_DIR = Path(__file__).resolve().parent

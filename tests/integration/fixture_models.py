@@ -8,6 +8,7 @@
 - stage_concept(): an AttnDreamBooth concept for the fixture checkpoint, written by the pack's own
   writer (random token and cross-attention changes), as Steer AttnDreamBooth Train saves one.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -73,7 +74,7 @@ def stage_concept(models_dir: Path, name: str, category: str = "dog", seed: int 
         for key in checkpoint.keys():
             if key.startswith(prefix) and (key.endswith("attn2.to_k.weight") or key.endswith("attn2.to_v.weight")):
                 shape = checkpoint.get_slice(key).get_shape()
-                deltas[key[len(prefix):]] = torch.randn(*shape, generator=generator) * 0.05
+                deltas[key[len(prefix) :]] = torch.randn(*shape, generator=generator) * 0.05
     assert deltas, f"no cross-attention weights in {CHECKPOINT_NAME}"
     concept = Concept(
         token_embedding=torch.randn(1, 768, generator=generator) * 0.02,

@@ -1,4 +1,5 @@
 """Prompt graphs the integration tests share."""
+
 from comfy_server import CHECKPOINT_NAME, PromptBuilder
 
 
@@ -16,7 +17,15 @@ def sampling_graph(sampler_factory, seed=7, steps=4, prefix="guided", id_prefix=
     sigmas = b.node("BasicScheduler", node_id=id_prefix + "sigmas", model=ckpt.out(0), scheduler="normal", steps=steps, denoise=1.0)
     noise = b.node("RandomNoise", node_id=id_prefix + "noise", noise_seed=seed)
     sampler = sampler_factory(b, ckpt)
-    out = b.node("SamplerCustomAdvanced", node_id=id_prefix + "sample", noise=noise.out(0), guider=guider.out(0), sampler=sampler.out(0), sigmas=sigmas.out(0), latent_image=latent.out(0))
+    out = b.node(
+        "SamplerCustomAdvanced",
+        node_id=id_prefix + "sample",
+        noise=noise.out(0),
+        guider=guider.out(0),
+        sampler=sampler.out(0),
+        sigmas=sigmas.out(0),
+        latent_image=latent.out(0),
+    )
     decoded = b.node("VAEDecode", node_id=id_prefix + "decode", samples=out.out(0), vae=ckpt.out(2))
     b.node("SaveImage", node_id=id_prefix + "save", images=decoded.out(0), filename_prefix=prefix)
     return b, sampler, out

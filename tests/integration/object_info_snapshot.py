@@ -17,6 +17,7 @@ and drops only what V3 adds without changing how a workflow loads or validates:
 - the options of the combos that list files on the machine (ENVIRONMENT_COMBOS): they depend on what is installed,
   so only that the input is a combo is compared.
 """
+
 from __future__ import annotations
 
 import copy

@@ -12,6 +12,7 @@
 The server here is this module's own: it adds a small test-helper custom node (SteerTestPhotos,
 which can make an empty image batch) beside the pack.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from comfy_server import CHECKPOINT_NAME, ComfyServer, ExecutionFailed, PromptBuilder, run_script
 
 PROBE_SCRIPT = Path(__file__).with_name("attndreambooth_probe.py")
@@ -31,10 +31,19 @@ NODES = ("SteerAttnDreamBoothTrain", "SteerAttnDreamBoothLoad")
 # rates so that a few steps visibly change a random-weight model's output.
 PLAN = dict(
     preset="custom",
-    token_steps=3, cross_attention_steps=1, unet_steps=1,
-    token_batch_size=2, cross_attention_batch_size=2, unet_batch_size=2,
-    token_learning_rate=0.05, cross_attention_learning_rate=1e-3, unet_learning_rate=1e-3,
-    resolution=64, augmented_views=2, precision="fp32", gradient_checkpointing=True,
+    token_steps=3,
+    cross_attention_steps=1,
+    unet_steps=1,
+    token_batch_size=2,
+    cross_attention_batch_size=2,
+    unet_batch_size=2,
+    token_learning_rate=0.05,
+    cross_attention_learning_rate=1e-3,
+    unet_learning_rate=1e-3,
+    resolution=64,
+    augmented_views=2,
+    precision="fp32",
+    gradient_checkpointing=True,
 )
 TOTAL_STEPS = 5
 TIMEOUT = 900
@@ -171,9 +180,18 @@ def train_graph(name: str = CONCEPT, overwrite: bool = False, images=None, **ove
     else:
         images = images(b)
     train = b.node(
-        "SteerAttnDreamBoothTrain", node_id="train",
-        model=ckpt.out(0), clip=ckpt.out(1), vae=ckpt.out(2), images=images.out(0),
-        concept_name=name, category="dog", unet_format="lora", lora_rank=4, overwrite=overwrite, seed=0,
+        "SteerAttnDreamBoothTrain",
+        node_id="train",
+        model=ckpt.out(0),
+        clip=ckpt.out(1),
+        vae=ckpt.out(2),
+        images=images.out(0),
+        concept_name=name,
+        category="dog",
+        unet_format="lora",
+        lora_rank=4,
+        overwrite=overwrite,
+        seed=0,
         **{**PLAN, **overrides},
     )
     b.node("PreviewImage", node_id="plot", images=train.out(3))
@@ -186,8 +204,20 @@ def _sampling(b, model, clip, vae, text, seed, prefix=""):
     positive = b.node("CLIPTextEncode", node_id=prefix + "pos", clip=clip, text=text)
     negative = b.node("CLIPTextEncode", node_id=prefix + "neg", clip=clip, text="")
     latent = b.node("EmptyLatentImage", node_id=prefix + "latent", width=64, height=64, batch_size=1)
-    sampled = b.node("KSampler", node_id=prefix + "sampler", model=model, positive=positive.out(0), negative=negative.out(0), latent_image=latent.out(0),
-                     seed=seed, steps=3, cfg=4.0, sampler_name="euler", scheduler="normal", denoise=1.0)
+    sampled = b.node(
+        "KSampler",
+        node_id=prefix + "sampler",
+        model=model,
+        positive=positive.out(0),
+        negative=negative.out(0),
+        latent_image=latent.out(0),
+        seed=seed,
+        steps=3,
+        cfg=4.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )
     decoded = b.node("VAEDecode", node_id=prefix + "decode", samples=sampled.out(0), vae=vae)
     b.node("SaveImage", node_id=prefix + "save", images=decoded.out(0), filename_prefix="steer_attndreambooth")
 
@@ -338,9 +368,13 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(comfy, trained):
     assert "invalid concept name '../escape'" in message
     assert not list(comfy.base_dir.rglob("escape*"))
 
-    message = _failure(comfy, train_graph(name="empty_set", images=lambda b: b.node("SteerTestPhotos", node_id="none", count=0, size=64, seed=0)))
+    message = _failure(
+        comfy, train_graph(name="empty_set", images=lambda b: b.node("SteerTestPhotos", node_id="none", count=0, size=64, seed=0))
+    )
     assert "3 to 20 photos" in message and "got 0" in message
-    message = _failure(comfy, train_graph(name="two_photos", images=lambda b: b.node("SteerTestPhotos", node_id="two", count=2, size=64, seed=0)))
+    message = _failure(
+        comfy, train_graph(name="two_photos", images=lambda b: b.node("SteerTestPhotos", node_id="two", count=2, size=64, seed=0))
+    )
     assert "got 2" in message
 
     # Other numbers than the finished run, so ComfyUI does not answer from its cache.

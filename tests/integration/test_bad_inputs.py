@@ -4,6 +4,7 @@ Each prompt must end cleanly: rejected by ComfyUI's validation (HTTP 400) or sto
 SteerError that says what to change. After each, the server still answers, and no file has
 appeared outside the model folders.
 """
+
 import json
 import math
 import os
@@ -12,7 +13,6 @@ from typing import Callable
 
 import pytest
 import requests
-
 from comfy_server import CHECKPOINT_NAME, ExecutionFailed, PromptBuilder, PromptRejected
 from fixture_models import stage_concept, stage_tiny_clip
 from graphs import sampling_graph
@@ -43,9 +43,20 @@ def _sampled(loss_factory=None, steps=1, **sampler):
 
 
 def _advanced(steps=1, **changes):
-    settings = dict(gradient_path="x0_shortcut", step_rule="image_normalized", scale=0.5, max_step=1.0, eta=0.0, augment_copies=0,
-                    guidance_start=0.0, guidance_end=1.0, time_travel_repeats=1, time_travel_start=0.3, time_travel_end=0.7,
-                    cfg_gradient="positive")
+    settings = dict(
+        gradient_path="x0_shortcut",
+        step_rule="image_normalized",
+        scale=0.5,
+        max_step=1.0,
+        eta=0.0,
+        augment_copies=0,
+        guidance_start=0.0,
+        guidance_end=1.0,
+        time_travel_repeats=1,
+        time_travel_start=0.3,
+        time_travel_end=0.7,
+        cfg_gradient="positive",
+    )
     settings.update(changes)
 
     def build(comfy):
@@ -81,9 +92,24 @@ def _train(**changes):
         b = PromptBuilder()
         ckpt = b.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT_NAME)
         photos = b.node("EmptyImage", width=64, height=64, batch_size=4, color=0x336699)
-        inputs = dict(model=ckpt.out(0), clip=ckpt.out(1), vae=ckpt.out(2), images=photos.out(0), concept_name="bad_concept",
-                      category="dog", preset="custom", unet_format="lora", lora_rank=4, overwrite=False, seed=0,
-                      token_steps=1, cross_attention_steps=0, unet_steps=0, resolution=64, token_batch_size=1)
+        inputs = dict(
+            model=ckpt.out(0),
+            clip=ckpt.out(1),
+            vae=ckpt.out(2),
+            images=photos.out(0),
+            concept_name="bad_concept",
+            category="dog",
+            preset="custom",
+            unet_format="lora",
+            lora_rank=4,
+            overwrite=False,
+            seed=0,
+            token_steps=1,
+            cross_attention_steps=0,
+            unet_steps=0,
+            resolution=64,
+            token_batch_size=1,
+        )
         inputs.update(changes)
         train = b.node("SteerAttnDreamBoothTrain", **inputs)
         b.node("PreviewImage", images=train.out(3))
@@ -99,8 +125,19 @@ def _load_concept(concept, strength=1.0):
         loaded = b.node("SteerAttnDreamBoothLoad", model=ckpt.out(0), clip=ckpt.out(1), concept=concept, strength=strength)
         text = b.node("CLIPTextEncode", clip=loaded.out(1), text="a photo")
         latent = b.node("EmptyLatentImage", width=64, height=64, batch_size=1)
-        sampled = b.node("KSampler", model=loaded.out(0), positive=text.out(0), negative=text.out(0), latent_image=latent.out(0),
-                         seed=1, steps=1, cfg=1.0, sampler_name="euler", scheduler="normal", denoise=1.0)
+        sampled = b.node(
+            "KSampler",
+            model=loaded.out(0),
+            positive=text.out(0),
+            negative=text.out(0),
+            latent_image=latent.out(0),
+            seed=1,
+            steps=1,
+            cfg=1.0,
+            sampler_name="euler",
+            scheduler="normal",
+            denoise=1.0,
+        )
         b.node("PreviewImage", images=b.node("VAEDecode", samples=sampled.out(0), vae=ckpt.out(2)).out(0))
         return b.prompt()
 
@@ -148,12 +185,32 @@ CASES = [
     Case("strength NaN", _sampled(strength=math.nan), STEER_ERROR),
     Case("unknown preset", _sampled(preset="magic"), REJECT),
     Case("taesd decoder with no TAESD files", _sampled(loss_decoder="taesd"), STEER_ERROR),
-    Case("a MODEL wired into the loss input", _edit(_sampled(), lambda p: _node_of(p, "SteerGuidedSampler")["inputs"].update(
-        loss=[next(k for k, v in p.items() if v["class_type"] == "CheckpointLoaderSimple"), 0])), REJECT),
+    Case(
+        "a MODEL wired into the loss input",
+        _edit(
+            _sampled(),
+            lambda p: _node_of(p, "SteerGuidedSampler")["inputs"].update(
+                loss=[next(k for k, v in p.items() if v["class_type"] == "CheckpointLoaderSimple"), 0]
+            ),
+        ),
+        REJECT,
+    ),
     Case("sampler without a VAE", _edit(_sampled(), lambda p: _node_of(p, "SteerGuidedSampler")["inputs"].pop("vae")), REJECT),
-    Case("loss link to an output that does not exist", _edit(_sampled(), lambda p: _node_of(p, "SteerGuidedSampler")["inputs"]["loss"].__setitem__(1, 7)), REJECT),
-    Case("loss link to a node that does not exist", _edit(_sampled(), lambda p: _node_of(p, "SteerGuidedSampler")["inputs"].update(loss=["nowhere", 0])), REJECT),
-    Case("a Steer node that does not exist", _edit(_sampled(), lambda p: _node_of(p, "SteerColorLoss").update(class_type="SteerTeleport")), REJECT),
+    Case(
+        "loss link to an output that does not exist",
+        _edit(_sampled(), lambda p: _node_of(p, "SteerGuidedSampler")["inputs"]["loss"].__setitem__(1, 7)),
+        REJECT,
+    ),
+    Case(
+        "loss link to a node that does not exist",
+        _edit(_sampled(), lambda p: _node_of(p, "SteerGuidedSampler")["inputs"].update(loss=["nowhere", 0])),
+        REJECT,
+    ),
+    Case(
+        "a Steer node that does not exist",
+        _edit(_sampled(), lambda p: _node_of(p, "SteerColorLoss").update(class_type="SteerTeleport")),
+        REJECT,
+    ),
     # --- the advanced sampler ---
     Case("guidance window backwards", _advanced(guidance_start=0.9, guidance_end=0.1), STEER_ERROR),
     Case("time-travel window backwards", _advanced(time_travel_repeats=2, time_travel_start=0.8, time_travel_end=0.2), STEER_ERROR),
@@ -166,31 +223,127 @@ CASES = [
     Case("unknown gradient path", _advanced(gradient_path="telepathy"), REJECT),
     # --- combining losses ---
     Case("combine with no losses", _sampled(_loss("SteerCombineLosses")), STEER_ERROR),
-    Case("combine window backwards", _sampled(_loss("SteerCombineLosses", loss_1=lambda b: b.node("SteerColorLoss", color="#00ff00", match="pixels").out(0),
-                                                    weight_1=1.0, start_1=0.9, end_1=0.1)), STEER_ERROR),
-    Case("combine weight beyond range", _sampled(_loss("SteerCombineLosses", loss_1=lambda b: b.node("SteerColorLoss", color="#00ff00", match="pixels").out(0),
-                                                       weight_1=1e6, start_1=0.0, end_1=1.0)), REJECT),
+    Case(
+        "combine window backwards",
+        _sampled(
+            _loss(
+                "SteerCombineLosses",
+                loss_1=lambda b: b.node("SteerColorLoss", color="#00ff00", match="pixels").out(0),
+                weight_1=1.0,
+                start_1=0.9,
+                end_1=0.1,
+            )
+        ),
+        STEER_ERROR,
+    ),
+    Case(
+        "combine weight beyond range",
+        _sampled(
+            _loss(
+                "SteerCombineLosses",
+                loss_1=lambda b: b.node("SteerColorLoss", color="#00ff00", match="pixels").out(0),
+                weight_1=1e6,
+                start_1=0.0,
+                end_1=1.0,
+            )
+        ),
+        REJECT,
+    ),
     # --- model-based losses ---
-    Case("guidance model folder outside models/steer", _sampled(_loss("SteerClassifierLoss", guidance_model=_guidance_model("../../etc"), label="cat",
-                                                                      objective="cross_entropy", fit="stretch")), REJECT),
-    Case("unknown guidance precision", _sampled(_loss("SteerClassifierLoss", guidance_model=_guidance_model("tiny-classifier", "float8"), label="cat",
-                                                      objective="cross_entropy", fit="stretch")), REJECT),
-    Case("classifier label it does not know", _sampled(_loss("SteerClassifierLoss", guidance_model=_guidance_model("tiny-classifier"), label="unicorn",
-                                                             objective="cross_entropy", fit="stretch")), STEER_ERROR),
-    Case("text loss on a classifier folder", _sampled(_loss("SteerCLIPTextLoss", guidance_model=_guidance_model("tiny-classifier"), prompt="a cat",
-                                                            negative_prompt="", negative_weight=0.0, distance="spherical", fit="stretch")), STEER_ERROR),
-    Case("negative weight below zero", _sampled(_loss("SteerCLIPTextLoss", guidance_model=_guidance_model("tiny-clip"), prompt="a cat",
-                                                      negative_prompt="", negative_weight=-1.0, distance="spherical", fit="stretch")), REJECT),
-    Case("image loss with no encoder", _sampled(_loss("SteerCLIPImageLoss", reference=_image, distance="spherical", fit="stretch")), STEER_ERROR),
-    Case("style block beyond the model", _sampled(_loss("SteerStyleLoss", reference=_image, guidance_model=_guidance_model("tiny-clip"), block=47,
-                                                        fit="stretch")), STEER_ERROR),
-    Case("style block below zero", _sampled(_loss("SteerStyleLoss", reference=_image, guidance_model=_guidance_model("tiny-clip"), block=-1,
-                                                  fit="stretch")), REJECT),
-    Case("unknown image fit", _sampled(_loss("SteerStyleLoss", reference=_image, guidance_model=_guidance_model("tiny-clip"), block=0,
-                                             fit="squash")), REJECT),
+    Case(
+        "guidance model folder outside models/steer",
+        _sampled(
+            _loss("SteerClassifierLoss", guidance_model=_guidance_model("../../etc"), label="cat", objective="cross_entropy", fit="stretch")
+        ),
+        REJECT,
+    ),
+    Case(
+        "unknown guidance precision",
+        _sampled(
+            _loss(
+                "SteerClassifierLoss",
+                guidance_model=_guidance_model("tiny-classifier", "float8"),
+                label="cat",
+                objective="cross_entropy",
+                fit="stretch",
+            )
+        ),
+        REJECT,
+    ),
+    Case(
+        "classifier label it does not know",
+        _sampled(
+            _loss(
+                "SteerClassifierLoss",
+                guidance_model=_guidance_model("tiny-classifier"),
+                label="unicorn",
+                objective="cross_entropy",
+                fit="stretch",
+            )
+        ),
+        STEER_ERROR,
+    ),
+    Case(
+        "text loss on a classifier folder",
+        _sampled(
+            _loss(
+                "SteerCLIPTextLoss",
+                guidance_model=_guidance_model("tiny-classifier"),
+                prompt="a cat",
+                negative_prompt="",
+                negative_weight=0.0,
+                distance="spherical",
+                fit="stretch",
+            )
+        ),
+        STEER_ERROR,
+    ),
+    Case(
+        "negative weight below zero",
+        _sampled(
+            _loss(
+                "SteerCLIPTextLoss",
+                guidance_model=_guidance_model("tiny-clip"),
+                prompt="a cat",
+                negative_prompt="",
+                negative_weight=-1.0,
+                distance="spherical",
+                fit="stretch",
+            )
+        ),
+        REJECT,
+    ),
+    Case(
+        "image loss with no encoder",
+        _sampled(_loss("SteerCLIPImageLoss", reference=_image, distance="spherical", fit="stretch")),
+        STEER_ERROR,
+    ),
+    Case(
+        "style block beyond the model",
+        _sampled(_loss("SteerStyleLoss", reference=_image, guidance_model=_guidance_model("tiny-clip"), block=47, fit="stretch")),
+        STEER_ERROR,
+    ),
+    Case(
+        "style block below zero",
+        _sampled(_loss("SteerStyleLoss", reference=_image, guidance_model=_guidance_model("tiny-clip"), block=-1, fit="stretch")),
+        REJECT,
+    ),
+    Case(
+        "unknown image fit",
+        _sampled(_loss("SteerStyleLoss", reference=_image, guidance_model=_guidance_model("tiny-clip"), block=0, fit="squash")),
+        REJECT,
+    ),
     # --- the report ---
-    Case("report samples wired to an image", _edit(_report_without_sampling, lambda p: _node_of(p, "SteerGuidanceReport")["inputs"].update(
-        samples=[next(k for k, v in p.items() if v["class_type"] == "SteerColorLoss"), 0])), REJECT),
+    Case(
+        "report samples wired to an image",
+        _edit(
+            _report_without_sampling,
+            lambda p: _node_of(p, "SteerGuidanceReport")["inputs"].update(
+                samples=[next(k for k, v in p.items() if v["class_type"] == "SteerColorLoss"), 0]
+            ),
+        ),
+        REJECT,
+    ),
     # --- AttnDreamBooth training ---
     Case("concept name with path parts", _train(concept_name="../../evil"), STEER_ERROR),
     Case("empty concept name", _train(concept_name=""), STEER_ERROR),
@@ -223,7 +376,11 @@ def _stage_hostile_concepts(models_dir):
 
 
 def _files_outside_models(base_dir) -> set[str]:
-    return {str(p.relative_to(base_dir)) for p in base_dir.rglob("*") if p.is_file() and p.relative_to(base_dir).parts[0] not in ("models", "user")}
+    return {
+        str(p.relative_to(base_dir))
+        for p in base_dir.rglob("*")
+        if p.is_file() and p.relative_to(base_dir).parts[0] not in ("models", "user")
+    }
 
 
 @pytest.fixture(scope="module")

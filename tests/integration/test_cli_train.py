@@ -4,6 +4,7 @@ checkpoint and the same command resumes; the files are the ones the node writes.
 
 Runs `python -m steer.cli.train` (what `steer train` calls).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,8 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from comfy_server import comfyui_path
+from PIL import Image
 
 TIMEOUT = 900
 
@@ -33,12 +33,43 @@ def photos(tmp_path_factory):
 
 def command(tiny_checkpoint, photos, out):
     return [
-        sys.executable, "-m", "steer.cli.train",
-        "--images", str(photos), "--category", "dog", "--name", "cli_dog", "--model", str(tiny_checkpoint),
-        "--out-embeddings", str(out / "embeddings"), "--out-loras", str(out / "loras"), "--checkpoints", str(out / "checkpoints"),
-        "--set", "token_steps=3", "--set", "cross_attention_steps=1", "--set", "unet_steps=0",
-        "--set", "token_batch_size=1", "--set", "cross_attention_batch_size=1", "--set", "resolution=64",
-        "--augmented-views", "1", "--rank", "4", "--precision", "fp32", "--device", "cpu",
+        sys.executable,
+        "-m",
+        "steer.cli.train",
+        "--images",
+        str(photos),
+        "--category",
+        "dog",
+        "--name",
+        "cli_dog",
+        "--model",
+        str(tiny_checkpoint),
+        "--out-embeddings",
+        str(out / "embeddings"),
+        "--out-loras",
+        str(out / "loras"),
+        "--checkpoints",
+        str(out / "checkpoints"),
+        "--set",
+        "token_steps=3",
+        "--set",
+        "cross_attention_steps=1",
+        "--set",
+        "unet_steps=0",
+        "--set",
+        "token_batch_size=1",
+        "--set",
+        "cross_attention_batch_size=1",
+        "--set",
+        "resolution=64",
+        "--augmented-views",
+        "1",
+        "--rank",
+        "4",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
     ]
 
 
@@ -47,7 +78,9 @@ def environment():
 
 
 def test_single_file_checkpoint_trains_through_comfyui_and_resumes_after_ctrl_c(tiny_checkpoint, photos, tmp_path):
-    first = subprocess.Popen(command(tiny_checkpoint, photos, tmp_path), env=environment(), stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        command(tiny_checkpoint, photos, tmp_path), env=environment(), stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     seen = []
     deadline = time.monotonic() + TIMEOUT
     for line in first.stderr:  # a line per step when stderr is not a terminal

@@ -6,14 +6,14 @@
 - Through the server (/object_info, /prompt): the nodes are listed with tooltips, and guided
   graphs with Hugging Face folders (models/steer) and a stock CLIP_VISION run to the end.
 """
+
 import json
 
 import numpy as np
 import pytest
-
 from comfy_server import ExecutionFailed
-from graphs import sampling_graph
 from fixture_models import cached_clip_vision_file, run_clip_vision_probe, stage_clip_vision, stage_tiny_clip
+from graphs import sampling_graph
 from unit.tiny_models import write_tiny_classifier
 
 MODEL_NODES = ("SteerLoadGuidanceModel", "SteerCLIPTextLoss", "SteerCLIPImageLoss", "SteerStyleLoss", "SteerClassifierLoss")
@@ -106,13 +106,44 @@ def _hf_losses(style_reference, clip_precision):
         clip = b.node("SteerLoadGuidanceModel", node_id="clip_model", model_folder="tiny-clip", precision=clip_precision)
         classifier = b.node("SteerLoadGuidanceModel", node_id="cls_model", model_folder="tiny-classifier", precision="float32")
         reference = b.node("LoadImage", node_id="reference", image=style_reference)
-        text = b.node("SteerCLIPTextLoss", node_id="text", guidance_model=clip.out(0), prompt="a red cat", negative_prompt="a dog", negative_weight=0.5, distance="spherical", fit="stretch")
-        label = b.node("SteerClassifierLoss", node_id="label", guidance_model=classifier.out(0), label="golden hour", objective="cross_entropy", fit="stretch")
-        image = b.node("SteerCLIPImageLoss", node_id="image", reference=reference.out(0), distance="cosine", fit="center_crop", guidance_model=clip.out(0))
+        text = b.node(
+            "SteerCLIPTextLoss",
+            node_id="text",
+            guidance_model=clip.out(0),
+            prompt="a red cat",
+            negative_prompt="a dog",
+            negative_weight=0.5,
+            distance="spherical",
+            fit="stretch",
+        )
+        label = b.node(
+            "SteerClassifierLoss",
+            node_id="label",
+            guidance_model=classifier.out(0),
+            label="golden hour",
+            objective="cross_entropy",
+            fit="stretch",
+        )
+        image = b.node(
+            "SteerCLIPImageLoss",
+            node_id="image",
+            reference=reference.out(0),
+            distance="cosine",
+            fit="center_crop",
+            guidance_model=clip.out(0),
+        )
         style = b.node("SteerStyleLoss", node_id="style", reference=reference.out(0), block=1, fit="stretch", guidance_model=clip.out(0))
         return b.node(
-            "SteerCombineLosses", node_id="combine",
-            loss_1=text.out(0), weight_1=5.0, loss_2=label.out(0), weight_2=1.0, loss_3=image.out(0), weight_3=5.0, loss_4=style.out(0), weight_4=2.0,
+            "SteerCombineLosses",
+            node_id="combine",
+            loss_1=text.out(0),
+            weight_1=5.0,
+            loss_2=label.out(0),
+            weight_2=1.0,
+            loss_3=image.out(0),
+            weight_3=5.0,
+            loss_4=style.out(0),
+            weight_4=2.0,
         )
 
     return losses
@@ -130,8 +161,17 @@ def test_guided_graph_with_stock_clip_vision_style_and_image_losses_finishes(com
     def losses(b):
         clip_vision = b.node("CLIPVisionLoader", node_id="clip_vision", clip_name=stock_clip_vision)
         reference = b.node("LoadImage", node_id="reference", image=style_reference)
-        style = b.node("SteerStyleLoss", node_id="cv_style", reference=reference.out(0), block=2, fit="stretch", clip_vision=clip_vision.out(0))
-        image = b.node("SteerCLIPImageLoss", node_id="cv_image", reference=reference.out(0), distance="spherical", fit="stretch", clip_vision=clip_vision.out(0))
+        style = b.node(
+            "SteerStyleLoss", node_id="cv_style", reference=reference.out(0), block=2, fit="stretch", clip_vision=clip_vision.out(0)
+        )
+        image = b.node(
+            "SteerCLIPImageLoss",
+            node_id="cv_image",
+            reference=reference.out(0),
+            distance="spherical",
+            fit="stretch",
+            clip_vision=clip_vision.out(0),
+        )
         return b.node("SteerCombineLosses", node_id="cv_combine", loss_1=style.out(0), weight_1=1.0, loss_2=image.out(0), weight_2=5.0)
 
     # dps: every step guided once, no augmentation or time travel, to keep ViT-L on the CPU affordable.
@@ -150,7 +190,14 @@ def test_bad_model_inputs_are_clear_errors(comfy, steer_models, style_reference)
 
     def wrong_label(b):
         classifier = b.node("SteerLoadGuidanceModel", node_id="cls_model", model_folder="tiny-classifier", precision="float32")
-        return b.node("SteerClassifierLoss", node_id="bad_label", guidance_model=classifier.out(0), label="horse", objective="cross_entropy", fit="stretch")
+        return b.node(
+            "SteerClassifierLoss",
+            node_id="bad_label",
+            guidance_model=classifier.out(0),
+            label="horse",
+            objective="cross_entropy",
+            fit="stretch",
+        )
 
     with pytest.raises(ExecutionFailed) as failure:
         comfy.run(_guided_graph(wrong_label, id_prefix="bad2_").prompt(), timeout=300)

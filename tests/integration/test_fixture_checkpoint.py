@@ -4,13 +4,13 @@ for the wrong reason).
 
 ComfyUI is loaded in a subprocess (cwd = COMFYUI_PATH) so this process never imports it.
 """
+
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-
 from comfy_server import comfyui_path
 
 RESULT_MARKER = "STEER_PROBE_RESULT "
@@ -99,7 +99,7 @@ def probe(tiny_checkpoint):
     assert completed.returncode == 0 and result_lines, (
         f"probe failed (exit {completed.returncode}):\n{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}"
     )
-    measurements = json.loads(result_lines[-1][len(RESULT_MARKER):])
+    measurements = json.loads(result_lines[-1][len(RESULT_MARKER) :])
     print("tiny checkpoint probe:", json.dumps(measurements, indent=1))
     return measurements
 

@@ -6,16 +6,17 @@ file's values, and the frontend's own API export equal to the API twin. The colo
 queued with the Run button, and the test waits for the saved image to show in the Save Image node
 and keeps a screenshot in test-artifacts/.
 """
+
 import random
 
 import pytest
 import requests
-
-from comfy_server import CHECKPOINT_NAME, REPO_ROOT
 from comfy_frontend import browser_missing_reason, chromium, fit_view, graph_to_prompt, load_workflow, open_app, prepare_user_settings
+from comfy_server import CHECKPOINT_NAME, REPO_ROOT
+from workflow_files import NAMES, TEST_SIZE, api_workflow, stage_for_workflows, ui_workflow
+
 from steer.batch.ui_workflow import widget_values
 from steer.batch.workflow import VIRTUAL_NODE_TYPES, ObjectInfo, diff_api
-from workflow_files import NAMES, TEST_SIZE, api_workflow, stage_for_workflows, ui_workflow
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 RUN_IN_BROWSER = "color_guidance"

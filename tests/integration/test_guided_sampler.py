@@ -1,9 +1,9 @@
 """SteerGuidedSampler inside a real ComfyUI: SamplerCustomAdvanced graphs POSTed to /prompt."""
+
 import time
 
 import numpy as np
 import pytest
-
 from comfy_server import ExecutionFailed
 from graphs import sampling_graph as _graph
 
@@ -40,7 +40,14 @@ def baseline(comfy):
 
 def test_steer_nodes_are_listed_with_tooltips_and_descriptions(comfy):
     info = comfy.object_info()
-    for node in ("SteerGuidedSampler", "SteerGuidedSamplerAdvanced", "SteerGuidanceReport", "SteerColorLoss", "SteerEdgeLoss", "SteerCombineLosses"):
+    for node in (
+        "SteerGuidedSampler",
+        "SteerGuidedSamplerAdvanced",
+        "SteerGuidanceReport",
+        "SteerColorLoss",
+        "SteerEdgeLoss",
+        "SteerCombineLosses",
+    ):
         assert node in info, node
         entry = info[node]
         assert entry["category"].startswith("Steer/")

@@ -1,9 +1,9 @@
 """The guided sampler's cost options inside real ComfyUI: gradient checkpointing and the TAESD loss decoder."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from comfy_server import CHECKPOINT_NAME, ExecutionFailed, PromptBuilder, run_script
 
 TAESD_BUILDER = Path(__file__).resolve().parents[1] / "fixtures" / "build_taesd_decoder.py"
@@ -21,12 +21,30 @@ def _graph(tag, steps=2, **sampler_inputs):
     noise = b.node("RandomNoise", node_id=f"{tag}_noise", noise_seed=11)
     loss = b.node("SteerColorLoss", node_id=f"{tag}_loss", color="#ff0000", match="pixels")
     settings = dict(
-        gradient_path="through_model", cfg_gradient="positive", step_rule="polyak", scale=1.0, max_step=0.5, augment_copies=0,
-        time_travel_repeats=1, time_travel_start=0.0, time_travel_end=1.0, guidance_start=0.0, guidance_end=1.0, eta=0.0,
+        gradient_path="through_model",
+        cfg_gradient="positive",
+        step_rule="polyak",
+        scale=1.0,
+        max_step=0.5,
+        augment_copies=0,
+        time_travel_repeats=1,
+        time_travel_start=0.0,
+        time_travel_end=1.0,
+        guidance_start=0.0,
+        guidance_end=1.0,
+        eta=0.0,
     )
     settings.update(sampler_inputs)
     sampler = b.node("SteerGuidedSamplerAdvanced", node_id=f"{tag}_steer", vae=ckpt.out(2), loss=loss.out(0), **settings)
-    out = b.node("SamplerCustomAdvanced", node_id=f"{tag}_sample", noise=noise.out(0), guider=guider.out(0), sampler=sampler.out(0), sigmas=sigmas.out(0), latent_image=latent.out(0))
+    out = b.node(
+        "SamplerCustomAdvanced",
+        node_id=f"{tag}_sample",
+        noise=noise.out(0),
+        guider=guider.out(0),
+        sampler=sampler.out(0),
+        sigmas=sigmas.out(0),
+        latent_image=latent.out(0),
+    )
     decoded = b.node("VAEDecode", node_id=f"{tag}_decode", samples=out.out(0), vae=ckpt.out(2))
     b.node("SaveImage", node_id=f"{tag}_save", images=decoded.out(0), filename_prefix=f"options_{tag}")
     return b.prompt()

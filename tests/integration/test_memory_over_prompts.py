@@ -5,12 +5,12 @@ resident memory late in the run stays within 10 % of its value early in it.
 
 The per-prompt figures go to test-artifacts/memory_over_prompts.json.
 """
+
 import json
 import math
 
 import psutil
 import pytest
-
 from comfy_server import CHECKPOINT_NAME, REPO_ROOT, ComfyServer, PromptBuilder
 from fixture_models import stage_tiny_clip
 from graphs import sampling_graph
@@ -29,8 +29,15 @@ def _loss(kind: str, b):
     model = b.node("SteerLoadGuidanceModel", node_id="guide_" + kind, model_folder=f"tiny-{kind}", precision="auto")
     if kind == "classifier":
         return b.node("SteerClassifierLoss", guidance_model=model.out(0), label="cat", objective="cross_entropy", fit="stretch")
-    return b.node("SteerCLIPTextLoss", guidance_model=model.out(0), prompt="a red apple", negative_prompt="", negative_weight=0.0,
-                  distance="spherical", fit="stretch")
+    return b.node(
+        "SteerCLIPTextLoss",
+        guidance_model=model.out(0),
+        prompt="a red apple",
+        negative_prompt="",
+        negative_weight=0.0,
+        distance="spherical",
+        fit="stretch",
+    )
 
 
 def guided_prompt(number: int) -> dict:
@@ -50,9 +57,26 @@ def training_prompt(number: int) -> dict:
     ckpt = b.node("CheckpointLoaderSimple", node_id="ckpt", ckpt_name=CHECKPOINT_NAME)
     photos = b.node("EmptyImage", node_id="photos", width=64, height=64, batch_size=4, color=0x336699 + number)
     train = b.node(
-        "SteerAttnDreamBoothTrain", node_id="train", model=ckpt.out(0), clip=ckpt.out(1), vae=ckpt.out(2), images=photos.out(0),
-        concept_name=f"memory_{number}", category="dog", preset="custom", unet_format="lora", lora_rank=4, overwrite=False, seed=number,
-        token_steps=2, cross_attention_steps=1, unet_steps=1, resolution=64, token_batch_size=1, cross_attention_batch_size=1, unet_batch_size=1,
+        "SteerAttnDreamBoothTrain",
+        node_id="train",
+        model=ckpt.out(0),
+        clip=ckpt.out(1),
+        vae=ckpt.out(2),
+        images=photos.out(0),
+        concept_name=f"memory_{number}",
+        category="dog",
+        preset="custom",
+        unet_format="lora",
+        lora_rank=4,
+        overwrite=False,
+        seed=number,
+        token_steps=2,
+        cross_attention_steps=1,
+        unet_steps=1,
+        resolution=64,
+        token_batch_size=1,
+        cross_attention_batch_size=1,
+        unet_batch_size=1,
     )
     b.node("PreviewImage", node_id="plot", images=train.out(3))
     return b.prompt()
@@ -90,5 +114,9 @@ def test_memory_stays_flat_over_thirty_prompts_and_five_trainings(server):
     print("\nresident MiB after each guided prompt:", " ".join(f"{m:.0f}" for m in guided))
     print("resident MiB after each training:", " ".join(f"{m:.0f}" for m in trainings))
     assert all(math.isfinite(m) for m in guided + trainings)
-    assert guided[PROMPTS - 1] <= guided[4] * (1 + GROWTH_ALLOWED), f"memory grew from {guided[4]:.0f} MiB (prompt 5) to {guided[-1]:.0f} MiB (prompt 30)"
-    assert trainings[-1] <= trainings[1] * (1 + GROWTH_ALLOWED), f"memory grew from {trainings[1]:.0f} MiB (training 2) to {trainings[-1]:.0f} MiB (training 5)"
+    assert guided[PROMPTS - 1] <= guided[4] * (1 + GROWTH_ALLOWED), (
+        f"memory grew from {guided[4]:.0f} MiB (prompt 5) to {guided[-1]:.0f} MiB (prompt 30)"
+    )
+    assert trainings[-1] <= trainings[1] * (1 + GROWTH_ALLOWED), (
+        f"memory grew from {trainings[1]:.0f} MiB (training 2) to {trainings[-1]:.0f} MiB (training 5)"
+    )

@@ -3,12 +3,12 @@
 The nodes are V3 schemas now (nodes/schema.py); what may differ and why is listed in object_info_snapshot.py.
 The last tests show that the comparison itself catches the changes a workflow would break on.
 """
+
 from __future__ import annotations
 
 import copy
 
 import pytest
-
 from object_info_snapshot import comparable, differences, pack_entries, snapshot
 
 
@@ -41,18 +41,25 @@ def _changed(edit) -> dict:
 @pytest.mark.parametrize(
     "edit, expected",
     [
-        (lambda info: info["SteerGuidedSampler"]["input"]["required"]["strength"][1].update(default=2.0),
-         "SteerGuidedSampler.input.required.strength[1].default: 1.0 -> 2.0"),
-        (lambda info: info["SteerColorLoss"]["input"]["required"]["match"][0].append("median"),
-         "SteerColorLoss.input.required.match[0]"),
-        (lambda info: info["SteerCombineLosses"]["input"]["optional"]["weight_1"][1].update(min=0.0),
-         "SteerCombineLosses.input.optional.weight_1[1].min"),
-        (lambda info: info["SteerEdgeLoss"]["input"]["required"]["reference"][1].pop("tooltip"),
-         "SteerEdgeLoss.input.required.reference[1].tooltip: removed"),
+        (
+            lambda info: info["SteerGuidedSampler"]["input"]["required"]["strength"][1].update(default=2.0),
+            "SteerGuidedSampler.input.required.strength[1].default: 1.0 -> 2.0",
+        ),
+        (lambda info: info["SteerColorLoss"]["input"]["required"]["match"][0].append("median"), "SteerColorLoss.input.required.match[0]"),
+        (
+            lambda info: info["SteerCombineLosses"]["input"]["optional"]["weight_1"][1].update(min=0.0),
+            "SteerCombineLosses.input.optional.weight_1[1].min",
+        ),
+        (
+            lambda info: info["SteerEdgeLoss"]["input"]["required"]["reference"][1].pop("tooltip"),
+            "SteerEdgeLoss.input.required.reference[1].tooltip: removed",
+        ),
         (lambda info: info["SteerGuidanceReport"].update(output=["STRING", "IMAGE"]), "SteerGuidanceReport.output"),
         (lambda info: info["SteerGuidedSampler"]["input_order"]["required"].reverse(), "SteerGuidedSampler.input_order.required"),
-        (lambda info: info["SteerStyleLoss"]["input"]["required"]["block"].__setitem__(0, "FLOAT"),
-         "SteerStyleLoss.input.required.block[0]"),
+        (
+            lambda info: info["SteerStyleLoss"]["input"]["required"]["block"].__setitem__(0, "FLOAT"),
+            "SteerStyleLoss.input.required.block[0]",
+        ),
         (lambda info: info["SteerAttnDreamBoothTrain"].update(output_node=False), "SteerAttnDreamBoothTrain.output_node"),
         (lambda info: info["SteerLoadGuidanceModel"].update(experimental=True), "SteerLoadGuidanceModel.experimental: added"),
         (lambda info: info.__setitem__("SteerColourLoss", info.pop("SteerColorLoss")), "node SteerColorLoss is gone"),
@@ -80,7 +87,7 @@ def test_the_comparison_passes_over_only_what_v3_adds():
     assert differences(snapshot(), _changed(v3_additions)) == []
     # ...but a combo's repeated options must agree with its type, and a non-output node gets no hidden inputs.
     wrong_copy = _changed(lambda info: info["SteerColorLoss"]["input"]["required"]["match"][1].update(options=["pixels"]))
-    assert differences(snapshot(), wrong_copy) == ["SteerColorLoss.input.required.match[1].options: added ([\"pixels\"])"]
+    assert differences(snapshot(), wrong_copy) == ['SteerColorLoss.input.required.match[1].options: added (["pixels"])']
     hidden = _changed(lambda info: info["SteerEdgeLoss"]["input"].update(hidden={"prompt": ["PROMPT"]}))
     assert differences(snapshot(), hidden)[0].startswith("SteerEdgeLoss.input.hidden: added")
     assert comparable("SteerEdgeLoss", snapshot()["SteerEdgeLoss"]) == snapshot()["SteerEdgeLoss"]

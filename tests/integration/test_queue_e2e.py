@@ -1,13 +1,13 @@
 """`steer queue` end to end: a seed sweep of the colour-guidance API workflow on the real server."""
+
 import json
 import subprocess
 import sys
 
 import numpy as np
 import requests
-from PIL import Image
-
 from comfy_server import CHECKPOINT_NAME
+from PIL import Image
 from workflow_files import API_DIR, TEST_SIZE
 
 WORKFLOW = API_DIR / "color_guidance.json"
@@ -26,14 +26,25 @@ def test_seed_sweep_downloads_four_images_writes_four_lines_and_a_rerun_does_not
     assert json.loads(WORKFLOW.read_text())["9"]["class_type"] == "RandomNoise"
     out = tmp_path / "sweep"
     command = [
-        *queue_command(), str(WORKFLOW),
-        "--server", comfy.base_url,
-        "--set", f"{SEED_INPUT}=1..4",
+        *queue_command(),
+        str(WORKFLOW),
+        "--server",
+        comfy.base_url,
+        "--set",
+        f"{SEED_INPUT}=1..4",
         # the tests' checkpoint, at test size and speed
-        "--set", f"ckpt_name={CHECKPOINT_NAME}",
-        "--set", f"width={TEST_SIZE}", "--set", f"height={TEST_SIZE}",
-        "--set", "steps=2", "--set", "preset=mpgd",
-        "--out", str(out),
+        "--set",
+        f"ckpt_name={CHECKPOINT_NAME}",
+        "--set",
+        f"width={TEST_SIZE}",
+        "--set",
+        f"height={TEST_SIZE}",
+        "--set",
+        "steps=2",
+        "--set",
+        "preset=mpgd",
+        "--out",
+        str(out),
     ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=900)
     print(run.stdout, run.stderr)

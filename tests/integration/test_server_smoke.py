@@ -1,4 +1,5 @@
 """The harness itself: ComfyUI starts with the pack mounted and runs a stock graph end to end."""
+
 import re
 
 from comfy_server import CHECKPOINT_NAME, PACK_NAME, txt2img_prompt

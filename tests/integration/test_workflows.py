@@ -4,16 +4,17 @@ So a renamed node input can never silently break a shared file: node types, inpu
 values (combo lists except file names, min/max, required inputs), links and slot types, and the
 UI/API twins describing the same graph are all checked against what the running server declares.
 """
+
 import copy
 
 import numpy as np
 import pytest
 import requests
+from workflow_files import NAMES, NOT_RUN, TEST_SIZE, api_workflow, shrunk_for_tests, stage_for_workflows, ui_workflow
 
 from steer.batch.convert import QUEUE_EXTRA, comfy_cli_converter, convert_to_api
 from steer.batch.ui_workflow import check_ui, ui_to_api
 from steer.batch.workflow import check_api, diff_api
-from workflow_files import NAMES, NOT_RUN, TEST_SIZE, api_workflow, shrunk_for_tests, stage_for_workflows, ui_workflow
 
 pytestmark = pytest.mark.skipif(not NAMES, reason="no workflows in workflows/")
 
@@ -96,7 +97,9 @@ def test_api_twin_runs(name, staged):
         if node["class_type"] == "SteerAttnDreamBoothTrain":  # the trained concept was saved in the stock folders
             concept = node["inputs"]["concept_name"]
             assert (comfy.models_dir / "embeddings" / f"{concept}.safetensors").is_file()
-            assert (comfy.models_dir / "loras" / f"{concept}.safetensors").is_file() and (comfy.models_dir / "loras" / f"{concept}.json").is_file()
+            assert (comfy.models_dir / "loras" / f"{concept}.safetensors").is_file() and (
+                comfy.models_dir / "loras" / f"{concept}.json"
+            ).is_file()
     saved = [node_id for node_id, node in prompt.items() if node["class_type"] == "SaveImage"]
     images = [image for node_id in saved for image in comfy.images(result, node_id)]
     assert images, f"{name}: no saved image; outputs {result.outputs}"

@@ -4,6 +4,7 @@ Adding a workflow needs no test change: every workflows/*.json is checked and ru
 whose test run needs more than the generic shrinking below (a training step count, an extra model)
 gets an entry in TEST_RUN_OVERRIDES, or in NOT_RUN with the reason.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,10 +32,17 @@ TEST_TRAINED_CONCEPT = "steer_test_trained_concept"  # what the training workflo
 # A few optimizer steps of every stage at 64 px: the whole three-stage run, on the CPU in seconds.
 TINY_ATTNDREAMBOOTH = {
     "preset": "custom",
-    "token_steps": 1, "cross_attention_steps": 1, "unet_steps": 1,
-    "token_batch_size": 1, "cross_attention_batch_size": 1, "unet_batch_size": 1,
-    "resolution": 64, "augmented_views": 1, "lora_rank": 4,
-    "concept_name": TEST_TRAINED_CONCEPT, "overwrite": True,
+    "token_steps": 1,
+    "cross_attention_steps": 1,
+    "unet_steps": 1,
+    "token_batch_size": 1,
+    "cross_attention_batch_size": 1,
+    "unet_batch_size": 1,
+    "resolution": 64,
+    "augmented_views": 1,
+    "lora_rank": 4,
+    "concept_name": TEST_TRAINED_CONCEPT,
+    "overwrite": True,
 }
 
 # name -> {"NODE_ID.inputs.NAME": value}, applied after the generic shrinking.

@@ -4,14 +4,15 @@ It keeps a queue, "runs" each prompt for `seconds_per_job` in a worker thread, w
 with one output image whose bytes name the prompt's seed, and serves it through /view. `die()` stops
 it mid-batch, the way a crashed or unplugged server disappears.
 """
+
 from __future__ import annotations
 
 import json
 import threading
 import time
 import uuid
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 SEED_NODE = "3"
@@ -95,9 +96,18 @@ class FakeComfy:
 
     def _entry(self, prompt_id: str, prompt: dict) -> dict:
         if prompt_id in self.interrupted:
-            return {"status": {"status_str": "error", "completed": False, "messages": [["execution_interrupted", {"prompt_id": prompt_id}]]}, "outputs": {}}
+            return {
+                "status": {"status_str": "error", "completed": False, "messages": [["execution_interrupted", {"prompt_id": prompt_id}]]},
+                "outputs": {},
+            }
         if self.fail and self.fail(prompt):
-            error = {"prompt_id": prompt_id, "node_id": SEED_NODE, "node_type": "RandomNoise", "exception_type": "RuntimeError", "exception_message": "boom"}
+            error = {
+                "prompt_id": prompt_id,
+                "node_id": SEED_NODE,
+                "node_type": "RandomNoise",
+                "exception_type": "RuntimeError",
+                "exception_message": "boom",
+            }
             return {"status": {"status_str": "error", "completed": False, "messages": [["execution_error", error]]}, "outputs": {}}
         image = {"filename": f"{self.name}_{prompt_id}.png", "subfolder": "", "type": "output"}
         preview = {"filename": f"preview_{prompt_id}.png", "subfolder": "", "type": "temp"}
@@ -174,7 +184,17 @@ class FakeComfy:
                     prompt = body["prompt"]
                     node_errors = fake.reject(prompt) if fake.reject else None
                     if node_errors:
-                        return self._json({"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": ""}, "node_errors": node_errors}, 400)
+                        return self._json(
+                            {
+                                "error": {
+                                    "type": "prompt_outputs_failed_validation",
+                                    "message": "Prompt outputs failed validation",
+                                    "details": "",
+                                },
+                                "node_errors": node_errors,
+                            },
+                            400,
+                        )
                     prompt_id = body.get("prompt_id") or str(uuid.uuid4())
                     with fake.lock:
                         fake.pending.append((prompt_id, prompt))

@@ -1,9 +1,8 @@
 import torch
+from unit.toy import CountingLoss
 
 from steer.guidance.augment import AugmentConfig, RandomAugment, augmented_loss
 from steer.guidance.losses.color import TargetColorLoss
-
-from unit.toy import CountingLoss
 
 
 def test_copies_differ_from_each_other_and_from_the_input():

@@ -4,17 +4,17 @@ give identical API graphs, and both refuse the same files with the same messages
 Against /object_info saved from a test server (data/comfy_object_info_workflows.json: every node type the shared
 workflows use). The same comparison against a live server is in tests/integration/test_workflows.py.
 """
+
 import copy
 import json
 from pathlib import Path
 
 import pytest
+from unit.test_batch_workflow import _ui_graph
 
 from steer.batch import convert
 from steer.batch.convert import QUEUE_EXTRA, comfy_cli_converter, convert_to_api
 from steer.batch.workflow import WorkflowError
-
-from unit.test_batch_workflow import _ui_graph
 
 DATA = Path(__file__).parent / "data"
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
@@ -63,8 +63,17 @@ def packed_into_subgraph(workflow: dict, inner_ids: set, outer_id: int) -> dict:
     inner = [node for node in workflow["nodes"] if node["id"] in inner_ids]
     by_id = {node["id"]: node for node in inner}
     inputs, outputs, inner_links, outer_links = [], [], [], []
-    instance = {"id": outer_id, "type": graph_id, "mode": 0, "pos": [0, 0], "size": [200, 100], "inputs": [], "outputs": [],
-                "widgets_values": [], "properties": {}}
+    instance = {
+        "id": outer_id,
+        "type": graph_id,
+        "mode": 0,
+        "pos": [0, 0],
+        "size": [200, 100],
+        "inputs": [],
+        "outputs": [],
+        "widgets_values": [],
+        "properties": {},
+    }
     next_link = max(link[0] for link in workflow["links"]) + 1
     output_slot = {}  # (inner node, slot) -> subgraph output index
     for link in workflow["links"]:
@@ -95,16 +104,31 @@ def packed_into_subgraph(workflow: dict, inner_ids: set, outer_id: int) -> dict:
             outer_links.append(link)
     workflow["nodes"] = [node for node in workflow["nodes"] if node["id"] not in inner_ids] + [instance]
     workflow["links"] = outer_links
-    workflow["definitions"] = {"subgraphs": [{
-        "id": graph_id, "version": 1, "name": "guidance", "inputNode": {"id": -10, "bounding": [0, 0, 100, 100]},
-        "outputNode": {"id": -20, "bounding": [400, 0, 100, 100]}, "inputs": inputs, "outputs": outputs, "widgets": [],
-        "nodes": inner, "links": inner_links, "groups": [], "config": {}, "extra": {},
-    }]}
+    workflow["definitions"] = {
+        "subgraphs": [
+            {
+                "id": graph_id,
+                "version": 1,
+                "name": "guidance",
+                "inputNode": {"id": -10, "bounding": [0, 0, 100, 100]},
+                "outputNode": {"id": -20, "bounding": [400, 0, 100, 100]},
+                "inputs": inputs,
+                "outputs": outputs,
+                "widgets": [],
+                "nodes": inner,
+                "links": inner_links,
+                "groups": [],
+                "config": {},
+                "extra": {},
+            }
+        ]
+    }
     return workflow
 
 
 def renamed(prompt: dict, inner_ids: set, outer_id: int) -> dict:
     """The API graph with the packed nodes named as a subgraph's expanded nodes are: OUTER:INNER."""
+
     def name(node_id):
         return f"{outer_id}:{node_id}" if int(node_id) in inner_ids else str(node_id)
 

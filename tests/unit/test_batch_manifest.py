@@ -1,4 +1,5 @@
 """manifest.jsonl (steer.batch.manifest): whole lines only, resume keys, torn tails."""
+
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ def _interruptible():
 def test_records_append_as_whole_json_lines(tmp_path):
     manifest = Manifest(tmp_path / "out" / "manifest.jsonl")
     assert manifest.records() == [] and manifest.done_keys() == set()
-    manifest.append({"job": 0, "key": "a", "status": DONE, "params": {"9.inputs.text": "ünïcode, \"quoted\"\nnewline"}})
+    manifest.append({"job": 0, "key": "a", "status": DONE, "params": {"9.inputs.text": 'ünïcode, "quoted"\nnewline'}})
     manifest.append({"job": 1, "key": "b", "status": FAILED})
     raw = manifest.path.read_bytes()
     assert raw.endswith(b"\n") and raw.count(b"\n") == 2  # a newline inside a value is escaped

@@ -3,6 +3,7 @@
 Covers: outputs and manifest, resume, validation errors (printed per node and input, not retried),
 execution errors, spreading by queue depth, a server dropping out mid-batch, and Ctrl-C.
 """
+
 import io
 import json
 import signal
@@ -13,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from unit.fake_comfy import SEED_NODE, FakeComfy, tiny_workflow
+
 from steer.batch import BatchError, BatchStatus, Manifest, plan_jobs, run_batch
 from steer.batch.runner import BatchRunner
 from steer.batch.state import Running
@@ -32,7 +33,9 @@ def _interruptible():
 
 
 def seeds_of(manifest_path):
-    return sorted(record["params"][f"{SEED_NODE}.inputs.noise_seed"] for record in Manifest(manifest_path).records() if record["status"] == "done")
+    return sorted(
+        record["params"][f"{SEED_NODE}.inputs.noise_seed"] for record in Manifest(manifest_path).records() if record["status"] == "done"
+    )
 
 
 def run(workflow, sets, servers, out, **options):
@@ -78,16 +81,27 @@ def test_validation_errors_are_printed_per_node_and_input_and_not_retried(tmp_pa
     def reject(prompt):
         seed = prompt[SEED_NODE]["inputs"]["noise_seed"]
         if seed < 0:
-            return {SEED_NODE: {"class_type": "RandomNoise", "dependent_outputs": ["9"], "errors": [
-                {"type": "value_smaller_than_min", "message": "Value -1 smaller than min of 0", "details": "noise_seed",
-                 "extra_info": {"input_name": "noise_seed", "received_value": seed, "input_config": ["INT", {"min": 0}]}}]}}
+            return {
+                SEED_NODE: {
+                    "class_type": "RandomNoise",
+                    "dependent_outputs": ["9"],
+                    "errors": [
+                        {
+                            "type": "value_smaller_than_min",
+                            "message": "Value -1 smaller than min of 0",
+                            "details": "noise_seed",
+                            "extra_info": {"input_name": "noise_seed", "received_value": seed, "input_config": ["INT", {"min": 0}]},
+                        }
+                    ],
+                }
+            }
         return None
 
     with FakeComfy(reject=reject) as server:
         summary, log = run(tiny_workflow(), ["noise_seed=-2..1"], [server.url], tmp_path)
         assert len(server.accepted) == 2  # the two valid jobs; the rejected ones were posted once each
     assert (summary.done, summary.failed, summary.exit_code) == (2, 2, 1)
-    assert 'node 3 (RandomNoise), input \'noise_seed\': Value -1 smaller than min of 0' in log
+    assert "node 3 (RandomNoise), input 'noise_seed': Value -1 smaller than min of 0" in log
     assert "not retried" in log
     failed = [r for r in Manifest(tmp_path / "manifest.jsonl").records() if r["status"] == "failed"]
     assert len(failed) == 2 and failed[0]["error"]["type"] == "validation"
@@ -175,7 +189,9 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_the_rerun_finishes(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "steer.batch", str(workflow), "--set", "noise_seed=1..8", "--out", str(out)]
     with FakeComfy(seconds_per_job=0.4) as server:
-        process = subprocess.Popen([*command, "--server", server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
+        process = subprocess.Popen(
+            [*command, "--server", server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible
+        )
         deadline = time.monotonic() + 60
         while len(Manifest(out / "manifest.jsonl").records()) < 2 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.05)

@@ -1,4 +1,5 @@
 """`--set` parsing and the sweep it spans (steer.batch.sweep): no server."""
+
 import pytest
 
 from steer.batch.sweep import SweepError, expand_jobs, expand_range, parse_set, parse_values, prompt_key
@@ -116,7 +117,9 @@ def test_bad_overrides_say_which_and_why(text, message):
 
 
 def test_values_take_the_type_of_the_current_value():
-    (job,) = expand_jobs(workflow(), [parse_set("cfg=5"), parse_set("noise_seed=3.0"), parse_set("enabled=off"), parse_set("Positive prompt.text=12")])
+    (job,) = expand_jobs(
+        workflow(), [parse_set("cfg=5"), parse_set("noise_seed=3.0"), parse_set("enabled=off"), parse_set("Positive prompt.text=12")]
+    )
     inputs = {node: job.prompt[node]["inputs"] for node in job.prompt}
     assert inputs["7"]["cfg"] == 5.0 and isinstance(inputs["7"]["cfg"], float)
     assert inputs["9"]["noise_seed"] == 3 and isinstance(inputs["9"]["noise_seed"], int)
@@ -138,7 +141,9 @@ def test_several_sets_make_the_product_first_varying_slowest():
 
 
 def test_zip_pairs_lists_and_repeats_single_values():
-    jobs = expand_jobs(workflow(), [parse_set("noise_seed=1..3"), parse_set("Positive prompt.text=a,b,c"), parse_set("cfg=6")], zip_values=True)
+    jobs = expand_jobs(
+        workflow(), [parse_set("noise_seed=1..3"), parse_set("Positive prompt.text=a,b,c"), parse_set("cfg=6")], zip_values=True
+    )
     assert [(j.prompt["9"]["inputs"]["noise_seed"], j.prompt["2"]["inputs"]["text"], j.prompt["7"]["inputs"]["cfg"]) for j in jobs] == [
         (1, "a", 6.0),
         (2, "b", 6.0),

@@ -3,6 +3,7 @@
 The live check of the shared files is tests/integration/test_workflows.py; these tests show the
 checker catches each kind of breakage it is there for, without a server.
 """
+
 import copy
 import json
 from pathlib import Path
@@ -56,9 +57,18 @@ def new_problems(before, after):
         (lambda p: p[node_id(p, "SteerColorLoss")]["inputs"].update(color=123), "is not a string"),
         (lambda p: p[node_id(p, "SteerGuidedSampler")]["inputs"].update(strenght=1.0), "SteerGuidedSampler has no such input"),
         (lambda p: p[node_id(p, "SteerGuidedSampler")]["inputs"].pop("strength"), "required input 'strength' is missing"),
-        (lambda p: p[node_id(p, "SamplerCustomAdvanced")]["inputs"].update(sampler=[node_id(p, "CheckpointLoaderSimple"), 0]), "expects SAMPLER but is linked to MODEL"),
-        (lambda p: p[node_id(p, "SamplerCustomAdvanced")]["inputs"].update(sampler=["999", 0]), "links to node 999, which is not in the workflow"),
-        (lambda p: p[node_id(p, "SamplerCustomAdvanced")]["inputs"].update(sampler=[node_id(p, "SteerGuidedSampler"), 5]), "which has 2 outputs"),
+        (
+            lambda p: p[node_id(p, "SamplerCustomAdvanced")]["inputs"].update(sampler=[node_id(p, "CheckpointLoaderSimple"), 0]),
+            "expects SAMPLER but is linked to MODEL",
+        ),
+        (
+            lambda p: p[node_id(p, "SamplerCustomAdvanced")]["inputs"].update(sampler=["999", 0]),
+            "links to node 999, which is not in the workflow",
+        ),
+        (
+            lambda p: p[node_id(p, "SamplerCustomAdvanced")]["inputs"].update(sampler=[node_id(p, "SteerGuidedSampler"), 5]),
+            "which has 2 outputs",
+        ),
         (lambda p: p[node_id(p, "SamplerCustomAdvanced")]["inputs"].update(sigmas=0.5), "expects a link to a SIGMAS output"),
         (lambda p: p[node_id(p, "SteerColorLoss")].update(class_type="SteerColourLoss"), "no node type 'SteerColourLoss'"),
     ],
@@ -83,7 +93,8 @@ def test_api_check_lets_model_folders_and_concepts_through_but_not_other_combos(
     info["SteerLoadGuidanceModel"] = {
         "input": {"required": {"model_folder": [["tiny-clip"], {}], "precision": [["auto", "float32"], {}]}},
         "input_order": {"required": ["model_folder", "precision"]},
-        "output": ["STEER_GUIDANCE_MODEL"], "output_node": False,
+        "output": ["STEER_GUIDANCE_MODEL"],
+        "output_node": False,
     }
     prompt = {
         "1": {"class_type": "SteerLoadGuidanceModel", "inputs": {"model_folder": "clip-vit-large-patch14", "precision": "auto"}},
@@ -200,14 +211,43 @@ def test_a_renamed_widget_is_caught_by_the_twin_comparison(info, ui, api):
 def _ui_graph():
     """noise seed from a PrimitiveNode, a Reroute, a bypassed and a muted node, and a Note."""
     nodes = [
-        {"id": 1, "type": "PrimitiveNode", "mode": 0, "outputs": [{"name": "INT", "type": "INT", "links": [1]}], "widgets_values": [1234, "fixed"]},
-        {"id": 2, "type": "RandomNoise", "mode": 0, "inputs": [{"name": "noise_seed", "type": "INT", "widget": {"name": "noise_seed"}, "link": 1}],
-         "outputs": [{"name": "NOISE", "type": "NOISE", "links": [2]}], "widgets_values": [0, "fixed"]},
-        {"id": 3, "type": "LoadImage", "mode": 0, "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [3]}, {"name": "MASK", "type": "MASK", "links": []}],
-         "widgets_values": ["example.png", "image"]},
-        {"id": 4, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 3}], "outputs": [{"name": "", "type": "IMAGE", "links": [4]}]},
-        {"id": 5, "type": "ImageScale", "mode": 4, "inputs": [{"name": "image", "type": "IMAGE", "link": 4}],
-         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [5]}], "widgets_values": ["nearest-exact", 64, 64, "disabled"]},
+        {
+            "id": 1,
+            "type": "PrimitiveNode",
+            "mode": 0,
+            "outputs": [{"name": "INT", "type": "INT", "links": [1]}],
+            "widgets_values": [1234, "fixed"],
+        },
+        {
+            "id": 2,
+            "type": "RandomNoise",
+            "mode": 0,
+            "inputs": [{"name": "noise_seed", "type": "INT", "widget": {"name": "noise_seed"}, "link": 1}],
+            "outputs": [{"name": "NOISE", "type": "NOISE", "links": [2]}],
+            "widgets_values": [0, "fixed"],
+        },
+        {
+            "id": 3,
+            "type": "LoadImage",
+            "mode": 0,
+            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [3]}, {"name": "MASK", "type": "MASK", "links": []}],
+            "widgets_values": ["example.png", "image"],
+        },
+        {
+            "id": 4,
+            "type": "Reroute",
+            "mode": 0,
+            "inputs": [{"name": "", "type": "*", "link": 3}],
+            "outputs": [{"name": "", "type": "IMAGE", "links": [4]}],
+        },
+        {
+            "id": 5,
+            "type": "ImageScale",
+            "mode": 4,
+            "inputs": [{"name": "image", "type": "IMAGE", "link": 4}],
+            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [5]}],
+            "widgets_values": ["nearest-exact", 64, 64, "disabled"],
+        },
         {"id": 6, "type": "SaveImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 5}], "widgets_values": ["out"]},
         {"id": 7, "type": "PreviewImage", "mode": 2, "inputs": [{"name": "images", "type": "IMAGE", "link": None}]},
         {"id": 8, "type": "Note", "mode": 0, "widgets_values": ["hello"]},

@@ -1,4 +1,5 @@
 """guidance/checkpointing.py: blocks recompute in backward while on, same gradients, restored after."""
+
 import pytest
 import torch
 from torch import nn

@@ -1,4 +1,5 @@
 """The integration tests skip, with one line naming the packages, when ComfyUI's requirements are missing."""
+
 from integration.comfy_server import missing_requirements
 
 

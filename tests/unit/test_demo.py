@@ -1,4 +1,5 @@
 """`steer demo`, the README's first command, end to end (small settings to stay fast)."""
+
 import math
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """The embedded digits model: committed weights load and behave (fast, CPU)."""
+
 import numpy as np
 import pytest
 import torch

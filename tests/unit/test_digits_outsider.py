@@ -1,4 +1,5 @@
 """The digits outsider judge: its own data split, rendering and family, and it reads real digits."""
+
 import torch
 
 from steer.digits import model as digits

@@ -1,5 +1,6 @@
 """benchmarks/guidance_cost.py's table: ratios against the same run's baseline, targets and verdicts, JSON shape.
 (The measurement itself needs ComfyUI and minutes of CPU; it is run by `steer bench`, not by the tests.)"""
+
 import json
 import subprocess
 import sys
@@ -19,8 +20,17 @@ def _row(rows, mode, measure=None):
 
 
 def test_ratios_are_medians_against_the_unguided_step_and_verdicts_follow_the_targets():
-    times = _times(unguided=2.0, through_positive=5.0, through_combined=8.0, x0_vae=3.0, x0_taesd=2.2,
-                   through_positive_aug=5.25, x0_taesd_aug=3.3, naive=20.0, default=3.0)
+    times = _times(
+        unguided=2.0,
+        through_positive=5.0,
+        through_combined=8.0,
+        x0_vae=3.0,
+        x0_taesd=2.2,
+        through_positive_aug=5.25,
+        x0_taesd_aug=3.3,
+        naive=20.0,
+        default=3.0,
+    )
     times["unguided"] = [2.0, 100.0, 1.0]  # an outlier repeat does not move the median
     rows = bench.build_rows(times, None, None)
     assert _row(rows, bench.MODES["through_positive"].name)["ratio"] == 2.5
@@ -55,8 +65,13 @@ def test_markdown_marks_missed_targets_and_the_cli_exposes_the_json_option():
 
 
 def test_floors_are_the_sum_of_the_parts():
-    parts = {"vae_decoder_and_loss_fwd_bwd": 4.0, "taesd_decoder_and_loss_fwd_bwd": 0.5, "loss_fwd_bwd": 0.3,
-             f"loss_fwd_bwd_{bench.AUGMENT_COPIES}_views": 2.3, "unet_forward_one_branch": 1.0}
+    parts = {
+        "vae_decoder_and_loss_fwd_bwd": 4.0,
+        "taesd_decoder_and_loss_fwd_bwd": 0.5,
+        "loss_fwd_bwd": 0.3,
+        f"loss_fwd_bwd_{bench.AUGMENT_COPIES}_views": 2.3,
+        "unet_forward_one_branch": 1.0,
+    }
     floor = bench.floors(parts, unguided_step=2.0)
     assert floor["through_positive"] == (1.0 + 3.0 + 4.0) / 2.0  # negative branch + positive fwd/bwd (U = 1) + decoder/loss
     assert floor["through_combined"] == (6.0 + 4.0) / 2.0

@@ -4,13 +4,26 @@ Top to bottom: the front end (cli/, and benchmarks/, which `steer bench` runs) �
 nodes and adapters (nodes/) and the HTTP client (batch/) → the plain-torch layers (guidance/,
 personalize/, world/, digits/) → the root helpers (errors.py, patching.py, safe_files.py).
 """
+
 import ast
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[2]
-COMFYUI_MODULES = frozenset({"comfy", "comfy_extras", "comfy_api", "comfy_config", "comfy_execution", "folder_paths",
-                             "nodes", "server", "execution", "latent_preview", "node_helpers"})
+COMFYUI_MODULES = frozenset(
+    {
+        "comfy",
+        "comfy_extras",
+        "comfy_api",
+        "comfy_config",
+        "comfy_execution",
+        "folder_paths",
+        "nodes",
+        "server",
+        "execution",
+        "latent_preview",
+        "node_helpers",
+    }
+)
 PLAIN = ("guidance", "personalize", "world", "digits")
 ROOT_HELPERS = ("errors", "patching", "safe_files")
 # Which of the pack's top-level packages each layer may import (besides itself).
@@ -137,23 +150,33 @@ def _pack(tmp_path, files: dict[str, str]) -> Path:
 
 def test_the_check_fails_on_what_personalize_cli_train_used_to_import(tmp_path):
     # The lines personalize/cli_train.py had before the front end took them (issue 14).
-    root = _pack(tmp_path, {"personalize/cli_train.py": (
-        "def open_backbone():\n"
-        "    import comfy.cli_args\n"
-        "    import comfy.sd\n"
-        "    from ..nodes.comfy_personalize import ComfyBackbone\n"
-    )})
+    root = _pack(
+        tmp_path,
+        {
+            "personalize/cli_train.py": (
+                "def open_backbone():\n"
+                "    import comfy.cli_args\n"
+                "    import comfy.sd\n"
+                "    from ..nodes.comfy_personalize import ComfyBackbone\n"
+            )
+        },
+    )
     found = offences(root / "personalize/cli_train.py", root)
     assert len(found) == 3 and "imports ComfyUI (comfy.cli_args)" in found[0] and "steer.nodes.comfy_personalize" in found[2]
 
 
 def test_the_check_sees_private_names_tests_and_upward_imports(tmp_path):
-    root = _pack(tmp_path, {
-        "nodes/comfy_personalize.py": "from ..guidance.checkpointing import _MISSING\nfrom .comfy_guidance import _identity\n",
-        "benchmarks/cost.py": "FIXTURE = ROOT / 'tests' / 'fixtures' / 'sd15_checkpoint.py'\nfrom fixtures import build\n",
-        "guidance/sampler.py": "from ..cli.progress import TerminalProgress\nfrom ..nodes import comfy_common\n",
-        "batch/runner.py": "import torch\nfrom ..guidance import config\n",
-    })
+    root = _pack(
+        tmp_path,
+        {
+            "nodes/comfy_personalize.py": "from ..guidance.checkpointing import _MISSING\nfrom .comfy_guidance import _identity\n",
+            "benchmarks/cost.py": "FIXTURE = ROOT / 'tests' / 'fixtures' / 'sd15_checkpoint.py'\nfrom fixtures import build\n",
+            "guidance/sampler.py": "from ..cli.progress import TerminalProgress\nfrom ..nodes import comfy_common\n",
+            "batch/runner.py": "import torch\nfrom ..guidance import config\n",
+        },
+    )
     assert [len(offences(root / f, root)) for f in ("nodes/comfy_personalize.py", "benchmarks/cost.py", "guidance/sampler.py")] == [2, 2, 2]
     assert offences(root / "batch/runner.py", root) == [
-        "batch/runner.py:1: the batch layer imports torch", "batch/runner.py:2: the batch layer imports steer.guidance"]
+        "batch/runner.py:1: the batch layer imports torch",
+        "batch/runner.py:2: the batch layer imports steer.guidance",
+    ]

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from steer.errors import SteerError
+from steer.guidance.losses.base import Window
 from steer.guidance.losses.color import ReferenceColorLoss, TargetColorLoss
 from steer.guidance.losses.combine import CombinedLoss, LossTerm
-from steer.guidance.losses.base import Window
 from steer.guidance.losses.edge import EdgeLoss, edge_map
 
 

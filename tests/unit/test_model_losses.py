@@ -1,4 +1,5 @@
 """Model-based losses (CLIP text, CLIP image, CLIP style, classifier) on tiny random models written by the tests."""
+
 import dataclasses
 import json
 import math
@@ -6,18 +7,17 @@ import os
 
 import pytest
 import torch
+from unit.tiny_models import write_tiny_classifier, write_tiny_clip, write_tiny_clip_vision
+from unit.toy import CountingLoss, GaussianDenoiser, karras_like_sigmas
 
+from steer.errors import SteerError
 from steer.guidance.augment import AugmentConfig
 from steer.guidance.config import GuidanceConfig, preset
-from steer.errors import SteerError
 from steer.guidance.hf_models import clear_cache, list_model_folders, load_guidance_model, resolve_model_folder
 from steer.guidance.losses.classifier import ClassifierLoss, resolve_label
 from steer.guidance.losses.clip import CLIPImageLoss, CLIPStyleLoss, CLIPTextLoss, HFCLIPEncoder, cosine_distance, gram, spherical_distance
 from steer.guidance.preprocess import ImagePreprocess
 from steer.guidance.sampler import sample
-
-from unit.tiny_models import write_tiny_classifier, write_tiny_clip, write_tiny_clip_vision
-from unit.toy import CountingLoss, GaussianDenoiser, karras_like_sigmas
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -145,7 +145,9 @@ def test_spherical_and_cosine_distances_follow_their_formulas():
     assert torch.allclose(cosine_distance(a, b), 1 - (an * bn).sum(-1), atol=1e-6)
     # Great-circle: the spherical distance of unit vectors at angle θ is θ²/2.
     theta = torch.tensor(0.7)
-    assert math.isclose(float(spherical_distance(torch.tensor([[1.0, 0.0]]), torch.stack([theta.cos(), theta.sin()])[None])), 0.7**2 / 2, rel_tol=1e-5)
+    assert math.isclose(
+        float(spherical_distance(torch.tensor([[1.0, 0.0]]), torch.stack([theta.cos(), theta.sin()])[None])), 0.7**2 / 2, rel_tol=1e-5
+    )
 
 
 def test_negative_prompt_pushes_away_with_its_weight(clip):
@@ -199,8 +201,14 @@ def test_preprocess_resizes_and_normalises_without_rounding():
 
 
 def test_preprocess_reads_hugging_face_size_forms():
-    clip_like = {"size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
-                 "image_mean": [0.1, 0.2, 0.3], "image_std": [0.5, 0.5, 0.5], "resample": 3}
+    clip_like = {
+        "size": {"shortest_edge": 224},
+        "crop_size": {"height": 224, "width": 224},
+        "do_center_crop": True,
+        "image_mean": [0.1, 0.2, 0.3],
+        "image_std": [0.5, 0.5, 0.5],
+        "resample": 3,
+    }
     prep = ImagePreprocess.from_hf(clip_like)
     assert prep.size == (224, 224) and prep.resample == "bicubic" and prep.mean == (0.1, 0.2, 0.3)
     vit_like = {"size": {"height": 384, "width": 384}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3, "resample": 2}
@@ -349,7 +357,9 @@ def test_a_model_folder_of_another_kind_is_refused(tmp_path):
 def test_a_folder_asking_for_remote_code_loads_the_standard_class_and_runs_nothing(tmp_path, caplog):
     folder = write_tiny_classifier(tmp_path / "hostile")
     marker = tmp_path / "the_code_ran"
-    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('pwned')\nfrom transformers import ViTForImageClassification as Evil\n")
+    (folder / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('pwned')\nfrom transformers import ViTForImageClassification as Evil\n"
+    )
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {"AutoConfig": "evil.Evil", "AutoModelForImageClassification": "evil.Evil"}
     (folder / "config.json").write_text(json.dumps(config))

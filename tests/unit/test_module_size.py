@@ -1,4 +1,5 @@
 """No shipped module is over about 400 lines unless its docstring says why."""
+
 import ast
 from pathlib import Path
 

@@ -4,6 +4,7 @@ data/comfy_object_info_subset.json is trimmed by hand (no tooltips or descriptio
 say about a Steer node must agree with the published snapshot that tests/integration/test_object_info_stable.py
 holds the live server to.
 """
+
 import json
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """`steer train` on a tiny diffusers model folder: files, Ctrl-C then resume, and input errors."""
+
 import io
 import json
 import os
@@ -8,16 +9,28 @@ import numpy as np
 import pytest
 from PIL import Image
 from safetensors.torch import load_file
+from unit.tiny_sd import single_thread, tiny_components, tiny_photos, write_tokenizer_files  # noqa: F401 (single_thread: pytest fixtures)
 
 from steer.cli import train as cli_train
 from steer.cli.progress import TerminalProgress
 from steer.cli.train import add_train_command, main, parse_numbers
 
-from unit.tiny_sd import single_thread, tiny_components, tiny_photos, write_tokenizer_files  # noqa: F401 (single_thread: pytest fixtures)
-
-TINY_PLAN = ["--set", "token_steps=2", "--set", "cross_attention_steps=1", "--set", "unet_steps=1",
-             "--set", "token_batch_size=2", "--set", "cross_attention_batch_size=2", "--set", "unet_batch_size=2",
-             "--set", "resolution=16"]
+TINY_PLAN = [
+    "--set",
+    "token_steps=2",
+    "--set",
+    "cross_attention_steps=1",
+    "--set",
+    "unet_steps=1",
+    "--set",
+    "token_batch_size=2",
+    "--set",
+    "cross_attention_batch_size=2",
+    "--set",
+    "unet_batch_size=2",
+    "--set",
+    "resolution=16",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +53,28 @@ def photo_folder(tmp_path_factory):
 
 def arguments(model_folder, photo_folder, out, name="my_dog", *extra):
     return [
-        "--images", str(photo_folder), "--category", "dog", "--name", name, "--model", str(model_folder),
-        "--out-embeddings", str(out / "embeddings"), "--out-loras", str(out / "loras"), "--checkpoints", str(out / "checkpoints"),
-        "--precision", "fp32", "--device", "cpu", "--rank", "4", *TINY_PLAN, *extra,
+        "--images",
+        str(photo_folder),
+        "--category",
+        "dog",
+        "--name",
+        name,
+        "--model",
+        str(model_folder),
+        "--out-embeddings",
+        str(out / "embeddings"),
+        "--out-loras",
+        str(out / "loras"),
+        "--checkpoints",
+        str(out / "checkpoints"),
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--rank",
+        "4",
+        *TINY_PLAN,
+        *extra,
     ]
 
 
@@ -114,7 +146,11 @@ def test_input_errors_are_one_line_messages(model_folder, photo_folder, tmp_path
 
 
 def test_parse_numbers_and_parser():
-    assert parse_numbers(["unet_steps=300", "unet_learning_rate=1e-5", "resolution=768"]) == {"unet_steps": 300, "unet_learning_rate": 1e-5, "resolution": 768}
+    assert parse_numbers(["unet_steps=300", "unet_learning_rate=1e-5", "resolution=768"]) == {
+        "unet_steps": 300,
+        "unet_learning_rate": 1e-5,
+        "resolution": 768,
+    }
     import argparse
 
     parser = argparse.ArgumentParser()

@@ -2,6 +2,7 @@ from collections import Counter
 
 import pytest
 import torch
+from unit.tiny_sd import single_thread, tiny_photos  # noqa: F401 (single_thread: pytest fixtures)
 
 from steer.errors import SteerError
 from steer.personalize.data import (
@@ -12,8 +13,6 @@ from steer.personalize.data import (
     rotate_expanded,
     sample_generator,
 )
-
-from unit.tiny_sd import single_thread, tiny_photos  # noqa: F401 (single_thread: pytest fixtures)
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 21])

@@ -3,16 +3,15 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from unit.tiny_sd import RESOLUTION, single_thread, tiny_backbone, tiny_photos, write_tokenizer_files  # noqa: F401 (single_thread: pytest fixtures)
 
-from steer.errors import SteerError
 from steer import safe_files as atomic_files
+from steer.errors import SteerError
 from steer.personalize.data import TrainingImages
 from steer.personalize.export import Concept, concept_from_backbone, lora_factors, trigger_phrase, unet_state_dict, write_concept
 from steer.personalize.ldm_names import diffusers_to_ldm_names
 from steer.personalize.stages import custom_plan
 from steer.personalize.trainer import RuntimeOptions, train
-
-from unit.tiny_sd import RESOLUTION, single_thread, tiny_backbone, tiny_photos, write_tokenizer_files  # noqa: F401 (single_thread: pytest fixtures)
 
 
 def deltas():
@@ -118,16 +117,34 @@ def test_a_trained_concept_exports_exactly_the_trained_change(tmp_path):
     tokenizer_folder = write_tokenizer_files(tmp_path / "tokenizer")
     backbone = tiny_backbone(tokenizer_folder)
     base = {name: p.detach().clone() for name, p in backbone.unet.named_parameters()}
-    plan = custom_plan(token_steps=1, cross_attention_steps=2, unet_steps=0, token_batch_size=2, cross_attention_batch_size=2, resolution=RESOLUTION)
-    result = train(backbone, TrainingImages(tiny_photos(3), RESOLUTION), "dog", plan, seed=0, options=RuntimeOptions(precision="fp32", gradient_checkpointing=False))
-    paths = write_concept(concept_from_backbone(backbone, result), "tiny_dog", tmp_path / "embeddings", tmp_path / "loras", unet_format="full", dtype=torch.float32)
+    plan = custom_plan(
+        token_steps=1, cross_attention_steps=2, unet_steps=0, token_batch_size=2, cross_attention_batch_size=2, resolution=RESOLUTION
+    )
+    result = train(
+        backbone,
+        TrainingImages(tiny_photos(3), RESOLUTION),
+        "dog",
+        plan,
+        seed=0,
+        options=RuntimeOptions(precision="fp32", gradient_checkpointing=False),
+    )
+    paths = write_concept(
+        concept_from_backbone(backbone, result),
+        "tiny_dog",
+        tmp_path / "embeddings",
+        tmp_path / "loras",
+        unet_format="full",
+        dtype=torch.float32,
+    )
 
     assert torch.equal(load_file(paths.embedding)["clip_l"], backbone.token.detach()[None])
     diffs = load_file(paths.unet)
     ldm = diffusers_to_ldm_names(backbone.unet)
     changed = {name for name, p in backbone.unet.named_parameters() if not torch.equal(p, base[name])}
     assert changed and all(".attn2." in name for name in changed)
-    expected_keys = {"diffusion_model." + ldm[name].rsplit(".", 1)[0] + (".diff_b" if name.endswith("bias") else ".diff") for name in changed}
+    expected_keys = {
+        "diffusion_model." + ldm[name].rsplit(".", 1)[0] + (".diff_b" if name.endswith("bias") else ".diff") for name in changed
+    }
     assert set(diffs) == expected_keys
     for name in changed:
         key = "diffusion_model." + ldm[name].rsplit(".", 1)[0] + (".diff_b" if name.endswith("bias") else ".diff")

@@ -1,10 +1,9 @@
 import pytest
 import torch
+from unit.tiny_sd import single_thread, tiny_backbone, tokenizer_folder  # noqa: F401 (single_thread, tokenizer_folder: pytest fixtures)
 
 from steer.personalize.regularizer import AttentionCapture, attention_regularizer, token_statistics
 from steer.personalize.stages import RegularizerWeights
-
-from unit.tiny_sd import single_thread, tiny_backbone, tokenizer_folder  # noqa: F401 (single_thread, tokenizer_folder: pytest fixtures)
 
 
 def direct_regularizer(layer_maps, mean_weight, variance_weight):
@@ -100,7 +99,9 @@ def test_regularizer_gradient_reaches_the_token_embedding_in_stage_one(tokenizer
     backbone = tiny_backbone(tokenizer_folder)
     backbone.reset_token("dog")
     backbone.token.requires_grad_(True)
-    regularizer, _ = backward_through_capture(backbone, 2, [100, 900], lambda prediction, maps: attention_regularizer(maps, RegularizerWeights(0.1, 0.0)))
+    regularizer, _ = backward_through_capture(
+        backbone, 2, [100, 900], lambda prediction, maps: attention_regularizer(maps, RegularizerWeights(0.1, 0.0))
+    )
     assert regularizer.item() > 0
     assert backbone.token.grad is not None and backbone.token.grad.abs().sum() > 0
     assert all(parameter.grad is None for parameter in backbone.unet.parameters())
@@ -116,7 +117,10 @@ def test_gradient_checkpointing_gives_the_same_gradients_with_capture(tokenizer_
             parameter.requires_grad_(True)
         backbone.token.requires_grad_(True)
         _, maps = backward_through_capture(
-            backbone, 3, [5, 500], lambda prediction, maps: prediction.square().mean() + attention_regularizer(maps, RegularizerWeights(2.0, 5.0))
+            backbone,
+            3,
+            [5, 500],
+            lambda prediction, maps: prediction.square().mean() + attention_regularizer(maps, RegularizerWeights(2.0, 5.0)),
         )
         assert len(maps) == 7
         return [backbone.token.grad] + [parameter.grad for parameter in trainable.values()]

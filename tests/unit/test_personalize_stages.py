@@ -103,8 +103,9 @@ def test_build_plan_is_a_preset_or_the_custom_numbers_with_accumulation_on_every
     assert build_plan("fast") is FAST
     assert build_plan("official", numbers={"unet_steps": 7}) is OFFICIAL  # numbers count only for custom
     custom = build_plan(CUSTOM, 2, {"unet_steps": 7, "resolution": 256})
-    assert custom == dataclasses.replace(custom_plan(unet_steps=7, resolution=256),
-                                         stages=tuple(dataclasses.replace(s, gradient_accumulation=2) for s in custom.stages))
+    assert custom == dataclasses.replace(
+        custom_plan(unet_steps=7, resolution=256), stages=tuple(dataclasses.replace(s, gradient_accumulation=2) for s in custom.stages)
+    )
     assert [stage.gradient_accumulation for stage in build_plan("fast", 4).stages] == [4, 4, 4]
     with pytest.raises(SteerError, match=r"unknown preset 'slow'; choose one of \('official', 'fast', 'custom'\)"):
         build_plan("slow")

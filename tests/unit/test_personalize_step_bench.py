@@ -1,10 +1,10 @@
 """The diffusers step benchmark runs the trainer's own step, three ways, on tiny random models."""
+
 import torch
+from unit.tiny_sd import single_thread  # noqa: F401 (pytest fixture)
 
 from steer.benchmarks.personalize_step import VAE_FACTOR, build, explicit_attention
 from steer.benchmarks.personalize_timing import VARIANTS, bench_images, measure
-
-from unit.tiny_sd import single_thread  # noqa: F401 (pytest fixture)
 
 
 def test_the_three_variants_time_training_steps_that_move_the_unet():

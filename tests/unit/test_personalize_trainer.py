@@ -3,14 +3,13 @@ import json
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
+from unit.tiny_sd import RESOLUTION, single_thread, tiny_backbone, tiny_photos, tokenizer_folder  # noqa: F401 (single_thread, tokenizer_folder: pytest fixtures)
 
 from steer.errors import SteerError
+from steer.personalize.checkpoint import CheckpointStore
 from steer.personalize.data import TrainingImages
 from steer.personalize.stages import custom_plan
-from steer.personalize.checkpoint import CheckpointStore
 from steer.personalize.trainer import RuntimeOptions, run_fingerprint, train
-
-from unit.tiny_sd import RESOLUTION, single_thread, tiny_backbone, tiny_photos, tokenizer_folder  # noqa: F401 (single_thread, tokenizer_folder: pytest fixtures)
 
 CPU = RuntimeOptions(precision="fp32", gradient_checkpointing=False)
 
@@ -22,9 +21,14 @@ def images():
 
 def short_plan(token=2, cross_attention=2, unet=2, batch=2, **more):
     return custom_plan(
-        token_steps=token, cross_attention_steps=cross_attention, unet_steps=unet,
-        token_batch_size=batch, cross_attention_batch_size=batch, unet_batch_size=batch,
-        resolution=RESOLUTION, **more,
+        token_steps=token,
+        cross_attention_steps=cross_attention,
+        unet_steps=unet,
+        token_batch_size=batch,
+        cross_attention_batch_size=batch,
+        unet_batch_size=batch,
+        resolution=RESOLUTION,
+        **more,
     )
 
 
@@ -80,8 +84,7 @@ def test_resume_after_cancel_continues_at_the_next_step_and_matches_an_uninterru
 
     calls = []
     resumed_backbone = tiny_backbone(tokenizer_folder)  # fresh base weights, as after a restart
-    resumed = train(resumed_backbone, images, "dog", plan, seed=3, store=store,
-                    progress=lambda *call: calls.append(call[:3]), options=CPU)
+    resumed = train(resumed_backbone, images, "dog", plan, seed=3, store=store, progress=lambda *call: calls.append(call[:3]), options=CPU)
     assert resumed.resumed_at == ("cross_attention", 1)
     assert calls == [("cross_attention", 2, 3), ("cross_attention", 3, 3), ("unet", 1, 2), ("unet", 2, 2)]
     assert resumed.history == uninterrupted.history
@@ -114,8 +117,14 @@ def test_gradient_accumulation_gives_the_full_batch_gradient(tokenizer_folder, i
 
         handle = register_optimizer_step_pre_hook(keep)
         try:
-            result = train(backbone, images, "dog", short_plan(token=0, cross_attention=1, unet=0, batch=4,
-                                                           cross_attention_gradient_accumulation=accumulation), seed=5, options=CPU)
+            result = train(
+                backbone,
+                images,
+                "dog",
+                short_plan(token=0, cross_attention=1, unet=0, batch=4, cross_attention_gradient_accumulation=accumulation),
+                seed=5,
+                options=CPU,
+            )
         finally:
             handle.remove()
         return grads, result.history[0]
@@ -131,8 +140,15 @@ def test_gradient_accumulation_gives_the_full_batch_gradient(tokenizer_folder, i
 
 def test_history_and_progress_report_every_step(tokenizer_folder, images):
     calls = []
-    result = train(tiny_backbone(tokenizer_folder, prediction_type="v_prediction"), images, "dog",
-                   short_plan(token=2, cross_attention=1, unet=1), seed=0, progress=lambda *call: calls.append(call), options=CPU)
+    result = train(
+        tiny_backbone(tokenizer_folder, prediction_type="v_prediction"),
+        images,
+        "dog",
+        short_plan(token=2, cross_attention=1, unet=1),
+        seed=0,
+        progress=lambda *call: calls.append(call),
+        options=CPU,
+    )
     assert [call[:3] for call in calls] == [("token", 1, 2), ("token", 2, 2), ("cross_attention", 1, 1), ("unet", 1, 1)]
     assert [entry["loss"] for entry in result.history] == [call[3] for call in calls]
     for entry in result.history:

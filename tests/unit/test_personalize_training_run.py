@@ -1,7 +1,9 @@
 """The pieces around a training run: name checks before training, checkpoint folders and positions,
 the augmented-view pool, the loss plot, and the fast LoRA factorisation."""
+
 import pytest
 import torch
+from unit.tiny_sd import tiny_photos
 
 from steer.errors import SteerError
 from steer.personalize.checkpoint import CheckpointStore, TrainingState
@@ -10,8 +12,6 @@ from steer.personalize.export import lora_factors
 from steer.personalize.plot import plot_history
 from steer.personalize.stages import OFFICIAL
 from steer.personalize.training_run import check_target_free, checkpoint_folder, stage_offsets
-
-from unit.tiny_sd import tiny_photos
 
 
 def test_a_taken_name_fails_before_training(tmp_path):
@@ -70,8 +70,11 @@ def test_view_pool_returns_the_same_pixels_and_changes_the_fingerprint():
 
 
 def test_loss_plot_is_an_rgb_image():
-    history = [{"stage": stage, "step": step, "loss": 1.0 / step, "diffusion": 1.0 / step, "regularizer": 0.01 * step}
-               for stage in ("token", "cross_attention", "unet") for step in range(1, 6)]
+    history = [
+        {"stage": stage, "step": step, "loss": 1.0 / step, "diffusion": 1.0 / step, "regularizer": 0.01 * step}
+        for stage in ("token", "cross_attention", "unet")
+        for step in range(1, 6)
+    ]
     history[3]["diffusion"] = float("nan")
     image = plot_history(history, title="my_dog")
     assert image.shape == (22 + 440, 720, 3) and 0.0 <= image.min() and image.max() <= 1.0
@@ -115,15 +118,23 @@ def test_latent_cache_encodes_each_view_once_and_respects_its_budget():
 
 
 def test_a_view_pool_is_encoded_once_per_view_during_training(tmp_path):
+    from unit.tiny_sd import RESOLUTION, one_torch_thread, tiny_backbone, write_tokenizer_files
+
     from steer.personalize.stages import custom_plan
     from steer.personalize.trainer import RuntimeOptions, train
-
-    from unit.tiny_sd import RESOLUTION, one_torch_thread, tiny_backbone, write_tokenizer_files
 
     with one_torch_thread():
         backbone = tiny_backbone(write_tokenizer_files(tmp_path / "bpe"))
         photos = TrainingImages(tiny_photos(3), RESOLUTION, views_per_image=2, view_seed=1)
         assert backbone.cache_latents(photos.all_views()) == 6
-        plan = custom_plan(token_steps=2, cross_attention_steps=1, unet_steps=1, token_batch_size=4, cross_attention_batch_size=4, unet_batch_size=4, resolution=RESOLUTION)
+        plan = custom_plan(
+            token_steps=2,
+            cross_attention_steps=1,
+            unet_steps=1,
+            token_batch_size=4,
+            cross_attention_batch_size=4,
+            unet_batch_size=4,
+            resolution=RESOLUTION,
+        )
         train(backbone, photos, "dog", plan, seed=0, options=RuntimeOptions(precision="fp32", gradient_checkpointing=False))
     assert backbone._latents.encoded == 6  # 16 samples drawn, the VAE ran only for the 6 views

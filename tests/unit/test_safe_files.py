@@ -1,4 +1,5 @@
 """safe_files: checked safetensors reading and plain file names."""
+
 import json
 import os
 import struct

@@ -2,17 +2,16 @@ import dataclasses
 
 import pytest
 import torch
+from unit.toy import CountingLoss, GaussianDenoiser, identity_decode, karras_like_sigmas
 
+from steer.errors import SteerError
 from steer.guidance.augment import AugmentConfig
 from steer.guidance.config import PRESETS, GuidanceConfig, TimeTravel, preset
-from steer.errors import SteerError
 from steer.guidance.losses.base import Window
 from steer.guidance.losses.color import TargetColorLoss
 from steer.guidance.losses.combine import CombinedLoss, LossTerm
 from steer.guidance.sampler import sample
 from steer.guidance.trace import GuidanceTrace
-
-from unit.toy import CountingLoss, GaussianDenoiser, identity_decode, karras_like_sigmas
 
 RED = (1.0, 0.0, 0.0)
 

@@ -2,6 +2,7 @@
 
 The checks against a live server's /object_info are in tests/integration/test_workflows.py.
 """
+
 import json
 from pathlib import Path
 
@@ -15,7 +16,14 @@ THUMBNAIL_MAX_BYTES = 200_000
 
 
 def test_there_are_workflows_and_every_api_twin_has_its_ui_file():
-    assert {"color_guidance", "edge_structure", "clip_text_guidance", "style_reference", "attndreambooth_train_and_generate", "attndreambooth_generate"} <= set(NAMES)
+    assert {
+        "color_guidance",
+        "edge_structure",
+        "clip_text_guidance",
+        "style_reference",
+        "attndreambooth_train_and_generate",
+        "attndreambooth_generate",
+    } <= set(NAMES)
     orphans = sorted(path.stem for path in (WORKFLOWS / "api").glob("*.json") if path.stem not in NAMES)
     assert not orphans, f"API files without a UI file in workflows/: {orphans}"
 

@@ -1,5 +1,6 @@
 """The world model's plumbing: the CFG denoiser's two gradient modes, loading errors, the
 benchmark's tasks and verdicts. The trained weights are exercised by test_world_weights.py."""
+
 import pytest
 import torch
 
@@ -77,8 +78,16 @@ def test_task_prompts_never_say_the_target():
 
 
 def _row(method, steps, hits, gap, keeping=0.9, frechet=1.0, seconds=1.0):
-    return {"method": method, "steps": steps, "hit_rate": hits, "mean_hit_rate": sum(hits.values()) / len(hits), "keeping": keeping,
-            "guide_judge_gap": gap, "frechet": frechet, "seconds_per_sample": seconds}
+    return {
+        "method": method,
+        "steps": steps,
+        "hit_rate": hits,
+        "mean_hit_rate": sum(hits.values()) / len(hits),
+        "keeping": keeping,
+        "guide_judge_gap": gap,
+        "frechet": frechet,
+        "seconds_per_sample": seconds,
+    }
 
 
 def test_claims_follow_the_numbers_both_ways():

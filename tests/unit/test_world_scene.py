@@ -1,4 +1,5 @@
 """The world's scenes, renders, tokenizer and analytic judges (no trained weights needed)."""
+
 import numpy as np
 import pytest
 import torch
@@ -32,7 +33,11 @@ def test_bad_attributes_are_refused_with_the_allowed_values():
 def test_random_scenes_are_seeded_and_use_the_whole_vocabulary():
     a, b = scenes_for("generator", 400), scenes_for("generator", 400)
     assert [s.record() for s in a] == [s.record() for s in b]
-    assert {s.main.shape for s in a} == set(SHAPES) and {s.main.color for s in a} == set(COLOR_NAMES) and {s.main.place for s in a} == set(PLACES)
+    assert (
+        {s.main.shape for s in a} == set(SHAPES)
+        and {s.main.color for s in a} == set(COLOR_NAMES)
+        and {s.main.place for s in a} == set(PLACES)
+    )
     assert all(s.main.color != s.background for s in a)
     rng = np.random.default_rng(0)
     assert any(len(random_scene(rng, two_shapes=1.0).shapes) == 2 for _ in range(5))
@@ -42,7 +47,7 @@ def test_splits_share_no_scene():
     records = {split: {str(s.record()) + str(s.jitter) for s in scenes_for(split, 300)} for split in SPLIT_SEEDS}
     names = list(records)
     for i, x in enumerate(names):
-        for y in names[i + 1:]:
+        for y in names[i + 1 :]:
             assert not records[x] & records[y], (x, y)
 
 

@@ -1,4 +1,5 @@
 """The committed world weights: they load with the pack's own loaders and do what the model card says."""
+
 import numpy as np
 import pytest
 import torch

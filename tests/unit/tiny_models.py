@@ -6,6 +6,7 @@
   image-encoder folders hold it.
 - write_tiny_classifier: a ViTForImageClassification with three named labels.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,15 @@ def write_tiny_clip(folder: Path, seed: int = 0, tokenizer: bool = True) -> Path
         vocab_size = write_tiny_tokenizer(folder)
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=32, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
         ),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
         projection_dim=16,
@@ -73,7 +81,9 @@ def write_tiny_clip_vision(folder: Path, seed: int = 0) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2, image_size=32, patch_size=8, projection_dim=16)
+    config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2, image_size=32, patch_size=8, projection_dim=16
+    )
     torch.manual_seed(seed)
     _save(CLIPVisionModelWithProjection(config).eval(), folder)
     _write_clip_preprocessor(folder)
@@ -81,14 +91,23 @@ def write_tiny_clip_vision(folder: Path, seed: int = 0) -> Path:
 
 
 def _write_clip_preprocessor(folder: Path) -> None:
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor",
-        "do_resize": True, "size": {"shortest_edge": 32},
-        "do_center_crop": True, "crop_size": {"height": 32, "width": 32},
-        "do_rescale": True, "rescale_factor": 1 / 255,
-        "do_normalize": True, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
-        "resample": 3,
-    }))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "CLIPImageProcessor",
+                "do_resize": True,
+                "size": {"shortest_edge": 32},
+                "do_center_crop": True,
+                "crop_size": {"height": 32, "width": 32},
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": CLIP_MEAN,
+                "image_std": CLIP_STD,
+                "resample": 3,
+            }
+        )
+    )
 
 
 def write_tiny_classifier(folder: Path, seed: int = 0) -> Path:
@@ -97,16 +116,30 @@ def write_tiny_classifier(folder: Path, seed: int = 0) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = ViTConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
-        id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()},
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        id2label=dict(LABELS),
+        label2id={v: k for k, v in LABELS.items()},
     )
     torch.manual_seed(seed)
     _save(ViTForImageClassification(config).eval(), folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "ViTImageProcessor",
-        "do_resize": True, "size": {"height": 32, "width": 32},
-        "do_rescale": True, "rescale_factor": 1 / 255,
-        "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
-        "resample": 2,
-    }))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "ViTImageProcessor",
+                "do_resize": True,
+                "size": {"height": 32, "width": 32},
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+                "resample": 2,
+            }
+        )
+    )
     return folder

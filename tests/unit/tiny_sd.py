@@ -1,6 +1,7 @@
 """A tiny Stable-Diffusion-shaped model for personalization tests: the "tiny" random diffusers
 components of steer.benchmarks.random_diffusers at RESOLUTION px, as a DiffusersBackbone, plus
 photos and the one-thread fixture the tests share. Nothing is downloaded."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -12,8 +13,15 @@ import torch
 from steer.benchmarks.random_diffusers import TEXT_WIDTH, random_sd_components, write_tokenizer_files
 
 __all__ = [
-    "RESOLUTION", "TEXT_WIDTH", "one_torch_thread", "single_thread", "tiny_backbone", "tiny_components", "tiny_photos",
-    "tokenizer_folder", "write_tokenizer_files",
+    "RESOLUTION",
+    "TEXT_WIDTH",
+    "one_torch_thread",
+    "single_thread",
+    "tiny_backbone",
+    "tiny_components",
+    "tiny_photos",
+    "tokenizer_folder",
+    "write_tokenizer_files",
 ]
 
 RESOLUTION = 16  # pixels; the VAE halves it, so latents are 8×8 and the UNet works at 8×8 and 4×4

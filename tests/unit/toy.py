@@ -3,6 +3,7 @@
 Data ~ N(mean, std²) per element, so the ideal denoiser in sigma space is known in closed
 form and differentiable: x0 = (std²·x + σ²·mean) / (std² + σ²).
 """
+
 import torch
 
 
