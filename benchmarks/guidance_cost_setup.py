@@ -13,27 +13,8 @@ from ..errors import SteerError
 from ..guidance.augment import AugmentConfig, RandomAugment, augmented_loss
 from .clock import synchronize
 from .guidance_cost_modes import Mode
+from .random_checkpoints import SD15_UNET_CONFIG
 
-# ComfyUI's detected-config form of the SD1.5 UNet (what model_detection returns for a v1-5 checkpoint).
-SD15_UNET_CONFIG = {
-    "use_checkpoint": False,
-    "image_size": 32,
-    "use_spatial_transformer": True,
-    "legacy": False,
-    "adm_in_channels": None,
-    "in_channels": 4,
-    "out_channels": 4,
-    "model_channels": 320,
-    "num_res_blocks": [2, 2, 2, 2],
-    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-    "channel_mult": [1, 2, 4, 4],
-    "transformer_depth_middle": 1,
-    "use_linear_in_transformer": False,
-    "context_dim": 768,
-    "use_temporal_resblock": False,
-    "use_temporal_attention": False,
-}
 # CLIP ViT-B/16, the guidance network of Shen et al.'s Table 6 (5.5 % for |T| = 10).
 CLIP_B16 = dict(
     hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=16, projection_dim=512

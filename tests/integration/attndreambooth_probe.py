@@ -42,6 +42,7 @@ import comfy.supported_models  # noqa: E402
 import comfy.supported_models_base  # noqa: E402
 from comfy.text_encoders import sd2_clip  # noqa: E402
 
+from steer.benchmarks.random_checkpoints import TINY_UNET_DETECTED_CONFIG  # noqa: E402
 from steer.errors import SteerError  # noqa: E402
 from steer.nodes.comfy_personalize import ComfyBackbone  # noqa: E402
 from steer.personalize.checkpoint import CheckpointStore  # noqa: E402
@@ -89,23 +90,10 @@ def tiny_unet(seed, linear_projection=False):
 
 def comfy_unet(unet, config_class, model_type):
     unet_config = {
-        "use_checkpoint": False,
-        "image_size": 32,
-        "use_spatial_transformer": True,
-        "legacy": False,
-        "adm_in_channels": None,
-        "in_channels": 4,
-        "out_channels": 4,
+        **TINY_UNET_DETECTED_CONFIG,
         "model_channels": 32,
-        "num_res_blocks": [1, 1],
-        "transformer_depth": [1, 1],
-        "transformer_depth_output": [1, 1, 1, 1],
-        "channel_mult": [1, 2],
-        "transformer_depth_middle": 1,
         "use_linear_in_transformer": config_class is comfy.supported_models.SD20,
         "context_dim": WIDTH,
-        "use_temporal_resblock": False,
-        "use_temporal_attention": False,
     }
     config = config_class(unet_config)
     config.unet_config.update({"num_heads": 2, "num_head_channels": -1})
