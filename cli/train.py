@@ -84,6 +84,13 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     parser.add_argument("--no-gradient-checkpointing", action="store_true", help="faster, but needs much more memory")
     parser.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        help="save a checkpoint this often inside a stage, so a crash loses at most that much training (default 10; 0: only at "
+        "stage ends and on Ctrl-C)",
+    )
+    parser.add_argument(
         "--device", help="diffusers backend: cuda, cpu... (default: cuda when available). ComfyUI backend: 'cpu' forces the CPU"
     )
     parser.add_argument("--checkpoints", help="folder for resume checkpoints (default: $XDG_CACHE_HOME/steer/attndreambooth)")
@@ -215,7 +222,9 @@ def run_train(args) -> None:
     name = validate_concept_name(args.name)
     category = validate_category(args.category)
     plan = plan_of(args)
-    options = RuntimeOptions(precision=args.precision, gradient_checkpointing=not args.no_gradient_checkpointing)
+    options = RuntimeOptions(
+        precision=args.precision, gradient_checkpointing=not args.no_gradient_checkpointing, checkpoint_minutes=args.checkpoint_minutes
+    )
     embeddings = Path(args.out_embeddings) if args.out_embeddings else _default_out("embeddings")
     loras = Path(args.out_loras) if args.out_loras else _default_out("loras")
     check_target_free(name, [embeddings], [loras], args.overwrite)
@@ -249,6 +258,8 @@ def run_train(args) -> None:
         trained, name, embeddings, loras, unet_format=args.unet_format, rank=args.rank, overwrite=args.overwrite, device=device
     )
     resumed = f", resumed at step {trained.resumed_from}" if trained.resumed_from is not None else ""
+    if trained.result.steps_lost:
+        resumed += f", {trained.result.steps_lost} steps trained again after a stop without a checkpoint"
     stream.write(
         f"saved {paths.embedding}\n      {paths.unet}\n      {paths.metadata}\n"
         f"({trained.result.seconds:.0f} s of training{resumed}). In ComfyUI: LoraLoaderModelOnly with {paths.unet.name}, "

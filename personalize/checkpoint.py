@@ -5,6 +5,8 @@ A checkpoint folder holds:
                                 completed steps, loss history, elapsed time, file names
   weights-<stage>-<step>.safetensors     every parameter of the groups trained so far
   optimizer-<stage>-<step>.safetensors   AdamW moments, only when stopped inside a stage
+  reached.json                  the last step the run finished (small; every step), so a run that
+                                resumes after a crash can say how many steps it trains again
 
 Tensor files carry their position in the name and progress.json is replaced atomically after
 them, so a crash at any moment leaves the previous checkpoint intact. A folder whose
@@ -27,6 +29,7 @@ log = logging.getLogger("steer")
 
 FORMAT = "steer.attndreambooth.checkpoint/1"
 PROGRESS_FILE = "progress.json"
+REACHED_FILE = "reached.json"  # how far the run got, written every step: what a crash loses
 
 
 @dataclass
@@ -110,11 +113,25 @@ class CheckpointStore:
                 **files,
             },
         )
-        # Only now are older tensor files unreferenced.
-        for stale in self.folder.glob("*.safetensors"):
+        # Only now are older tensor files unreferenced; temporary files are what a killed write left.
+        for stale in [*self.folder.glob("*.safetensors"), *self.folder.glob(".*.tmp")]:
             if stale.name not in files.values():
                 stale.unlink(missing_ok=True)
 
+    def note_reached(self, stage_index: int, step: int) -> None:
+        write_json(self.folder / REACHED_FILE, {"fingerprint": self.fingerprint, "stage_index": stage_index, "step": step})
+
+    def reached(self) -> tuple[int, int] | None:
+        """(stage index, steps done in it) the last run of this fingerprint got to, or None."""
+        try:
+            reached = json.loads((self.folder / REACHED_FILE).read_text(encoding="utf-8"))
+            if reached.get("fingerprint") == self.fingerprint:
+                return int(reached["stage_index"]), int(reached["step"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # no marker, or a torn one: the steps lost are then unknown, which is all it tells
+        return None
+
     def clear(self) -> None:
-        for path in [*self.folder.glob("*.safetensors"), self.folder / PROGRESS_FILE]:
+        markers = [self.folder / PROGRESS_FILE, self.folder / REACHED_FILE]
+        for path in [*self.folder.glob("*.safetensors"), *self.folder.glob(".*.tmp"), *markers]:
             path.unlink(missing_ok=True)

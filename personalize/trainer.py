@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,6 +24,8 @@ from .checkpoint import CheckpointStore, TrainingState
 from .data import TrainingImages
 from .stages import PARAMETER_GROUPS, TrainingPlan
 from .training_step import TrainingStep, step_batch, trainable_group
+
+log = logging.getLogger("steer")
 
 # progress(stage_name, completed_step, stage_steps, loss); raising from it cancels cleanly.
 ProgressCallback = Callable[[str, int, int, float], None]
@@ -37,15 +41,20 @@ class RuntimeOptions:
     # support it, else fp16 on CUDA (with loss scaling), fp32 on the CPU.
     precision: str = "auto"
     gradient_checkpointing: bool = True
-    # Steps between periodic checkpoints inside a stage; 0 = only at stage ends and on cancel
-    # (a stage-3 checkpoint holds the whole UNet and its AdamW moments: ~3× the UNet's size).
+    # Periodic checkpoints inside a stage, for crashes (a Cancel and every stage end always save):
+    # after this many steps, and after this many minutes of training. 0 turns either off. By time,
+    # because a stage-3 checkpoint holds the whole UNet and its AdamW moments (~3x the UNet's size):
+    # a crash then loses at most about ten minutes, and a fast GPU writes few checkpoints.
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise SteerError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.checkpoint_every < 0:
             raise SteerError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if not (math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0):
+            raise SteerError(f"checkpoint minutes must be a number >= 0 (0: only at stage ends), got {self.checkpoint_minutes}")
 
     def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
         precision = self.precision
@@ -64,6 +73,7 @@ class TrainingResult:
     plan: TrainingPlan = field(repr=False)
     category: str = ""
     seed: int = 0
+    steps_lost: int | None = None  # steps done after the checkpoint it resumed from, trained again (None: unknown)
 
 
 def validate_category(category: str) -> str:
@@ -106,7 +116,7 @@ def train(
         raise TypeError(f"backbone parameter groups are {sorted(groups)}, expected {PARAMETER_GROUPS}")
 
     state = store.load() if store else None
-    resumed_at = None
+    resumed_at = steps_lost = None
     backbone.reset_token(category)
     if state is None:
         state = TrainingState()
@@ -118,6 +128,12 @@ def train(
             resumed_at = (plan.stages[state.stage_index].name, state.step)
         else:
             resumed_at = (plan.stages[-1].name, plan.stages[-1].steps)
+        steps_lost = _steps_between(plan, (state.stage_index, state.step), store.reached())
+        log.warning(
+            "steer: AttnDreamBooth resumes at %s step %d from its checkpoint%s",
+            *resumed_at,
+            "" if steps_lost is None else f"; {steps_lost} steps done after it are trained again",
+        )
 
     run = _StageRunner(backbone, images, category, plan, seed, options, store, state, progress)
     backbone.set_gradient_checkpointing(options.gradient_checkpointing)
@@ -129,7 +145,21 @@ def train(
         for parameters in groups.values():
             for parameter in parameters.values():
                 parameter.requires_grad_(False)
-    return TrainingResult(history=state.history, seconds=state.seconds, resumed_at=resumed_at, plan=plan, category=category, seed=seed)
+    return TrainingResult(
+        history=state.history, seconds=state.seconds, resumed_at=resumed_at, steps_lost=steps_lost, plan=plan, category=category, seed=seed
+    )
+
+
+def _steps_between(plan: TrainingPlan, start: tuple[int, int], end: tuple[int, int] | None) -> int | None:
+    """Steps from position `start` to position `end` ((stage index, steps done in it)) of the plan."""
+    if end is None:
+        return None
+
+    def done(position):
+        stage_index, step = position
+        return sum(stage.steps for stage in plan.stages[:stage_index]) + step
+
+    return max(0, done(end) - done(start))
 
 
 def _load_weights(groups, weights: dict[str, torch.Tensor]) -> None:
@@ -146,6 +176,7 @@ class _StageRunner:
         self.options, self.store, self.state, self.progress = options, store, state, progress
         self.groups = backbone.parameter_groups()
         self.autocast_dtype = options.autocast_dtype(backbone.device)
+        self.last_save = time.monotonic()
 
     def stage(self, stage_index: int) -> None:
         stage = self.plan.stages[stage_index]
@@ -169,8 +200,10 @@ class _StageRunner:
                 )
                 self.state.seconds += time.perf_counter() - began
                 self.state.history.append({"stage": stage.name, "step": step + 1, **losses})
-                if self.options.checkpoint_every and (step + 1) % self.options.checkpoint_every == 0 and step + 1 < stage.steps:
+                if step + 1 < stage.steps and self._checkpoint_due(step + 1):
                     self._save(stage_index, step + 1, optimizer, scaler, trainable)
+                elif self.store is not None:
+                    self.store.note_reached(stage_index, step + 1)
                 if self.progress is not None:
                     try:
                         self.progress(stage.name, step + 1, stage.steps, losses["loss"])
@@ -179,7 +212,12 @@ class _StageRunner:
                         raise
         self._save(stage_index + 1, 0, None, None, trainable)
 
+    def _checkpoint_due(self, step: int) -> bool:
+        every, minutes = self.options.checkpoint_every, self.options.checkpoint_minutes
+        return bool(every and step % every == 0) or bool(minutes and time.monotonic() - self.last_save >= 60 * minutes)
+
     def _save(self, stage_index, step, optimizer, scaler, trainable) -> None:
+        self.last_save = time.monotonic()
         if self.store is None:
             return
         state = self.state
@@ -201,6 +239,7 @@ class _StageRunner:
             if scaler is not None and scaler.is_enabled():
                 state.grad_scaler = scaler.state_dict()
         self.store.save(state)
+        self.store.note_reached(stage_index, step)
 
 
 def _covering_groups(groups: set[str]) -> list[str]:

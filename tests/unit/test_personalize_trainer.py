@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -6,6 +7,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from unit.tiny_sd import RESOLUTION, single_thread, tiny_backbone, tiny_photos, tokenizer_folder  # noqa: F401 (single_thread, tokenizer_folder: pytest fixtures)
 
 from steer.errors import SteerError
+from steer.personalize import trainer as trainer_module
 from steer.personalize.checkpoint import CheckpointStore
 from steer.personalize.data import TrainingImages
 from steer.personalize.stages import custom_plan
@@ -186,3 +188,44 @@ def test_a_damaged_checkpoint_is_never_loaded_and_training_starts_over(tokenizer
         again = train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=3, store=store, options=CPU)
     assert again.resumed_at is None and again.history == reference.history
     assert "training starts over" in caplog.text
+
+
+class Killed(BaseException):
+    """A crash: the process is gone before the checkpoint a Cancel would write."""
+
+
+def test_after_a_crash_the_run_resumes_from_the_last_periodic_checkpoint_and_counts_the_steps_lost(tokenizer_folder, images, tmp_path):
+    plan = short_plan(token=6, cross_attention=1, unet=0)
+    reference = train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=3, options=CPU)
+    every_two = dataclasses.replace(CPU, checkpoint_every=2, checkpoint_minutes=0)
+    store = run_store(tmp_path, tiny_backbone(tokenizer_folder), images, plan, seed=3)
+    real_save = store.save
+
+    def crash_at_step_five(stage, step, total, loss):
+        if (stage, step) == ("token", 5):
+            store.save = lambda state: (_ for _ in ()).throw(Killed())  # nothing more reaches the disk
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=3, store=store, progress=crash_at_step_five, options=every_two)
+    store.save = real_save
+    assert store.position() == (0, 4) and store.reached() == (0, 5)
+    again = train(tiny_backbone(tokenizer_folder), images, "dog", plan, seed=3, store=store, options=every_two)
+    assert again.resumed_at == ("token", 4) and again.steps_lost == 1
+    assert again.history == reference.history
+
+
+def test_periodic_checkpoints_follow_the_clock(tokenizer_folder, images, tmp_path, monkeypatch):
+    plan = short_plan(token=5, cross_attention=0, unet=0)
+    clock = iter(range(0, 10_000, 40))  # every reading of the clock is 40 s after the last
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: next(clock))
+    saved = []
+    store = run_store(tmp_path, tiny_backbone(tokenizer_folder), images, plan, seed=1)
+    real_save = store.save
+    store.save = lambda state: (saved.append((state.stage_index, state.step)), real_save(state))
+    train(
+        tiny_backbone(tokenizer_folder), images, "dog", plan, seed=1, store=store, options=dataclasses.replace(CPU, checkpoint_minutes=1.0)
+    )
+    assert saved == [(0, 2), (0, 4), (1, 0), (2, 0), (3, 0)]  # one a minute inside the stage, then each stage end
+    with pytest.raises(SteerError, match="checkpoint minutes"):
+        RuntimeOptions(checkpoint_minutes=float("nan"))
