@@ -192,6 +192,17 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
                 ),
                 gradient_checkpointing("Recompute UNet activations in the backward pass: much less memory for about 30% more time."),
                 *_custom_inputs().values(),
+                # Last, so the widget values of workflows saved before it still line up.
+                io.Float.Input(
+                    "checkpoint_minutes",
+                    default=10.0,
+                    min=0.0,
+                    max=1440.0,
+                    step=0.5,
+                    optional=True,
+                    tooltip="Save a checkpoint this often inside a stage (every stage end always saves): if ComfyUI crashes or is "
+                    "killed, queueing the same prompt again resumes there, losing at most this much training. 0 = stage ends only.",
+                ),
             ],
             outputs=[
                 io.Model.Output(
@@ -233,6 +244,7 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
         gradient_accumulation=1,
         precision="auto",
         gradient_checkpointing=True,
+        checkpoint_minutes=10.0,
         **numbers,
     ):
         name = validate_concept_name(str(concept_name).strip())
@@ -240,7 +252,7 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
         if unet_format not in UNET_FORMATS:
             raise SteerError(f"unet_format must be one of {UNET_FORMATS}, got {unet_format!r}")
         plan = build_plan(preset, gradient_accumulation, numbers)  # with preset custom: the custom inputs' numbers
-        options = RuntimeOptions(precision=precision, gradient_checkpointing=gradient_checkpointing)
+        options = RuntimeOptions(precision=precision, gradient_checkpointing=gradient_checkpointing, checkpoint_minutes=checkpoint_minutes)
         embeddings_folder, loras_folder = first_folder("embeddings"), first_folder("loras")
         check_target_free(name, folder_paths.get_folder_paths("embeddings"), folder_paths.get_folder_paths("loras"), overwrite)
         seed = int(seed)

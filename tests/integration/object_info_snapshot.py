@@ -16,6 +16,10 @@ and drops only what V3 adds without changing how a workflow loads or validates:
   the server fills them in, no workflow carries them.
 - the options of the combos that list files on the machine (ENVIRONMENT_COMBOS): they depend on what is installed,
   so only that the input is a combo is compared.
+
+Inputs added since the snapshot (ADDED_INPUTS) are set aside too, each with why a saved workflow still loads: it
+must be optional and come after every published input, so the positional widget values of a UI workflow saved
+before it still line up and an API prompt without it gets its default.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ FALSE_FLAGS_V3_SENDS = ("deprecated", "experimental", "api_node")
 OUTPUT_NODE_HIDDEN = {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}
 ENVIRONMENT_COMBOS = {("SteerLoadGuidanceModel", "model_folder"), ("SteerAttnDreamBoothLoad", "concept")}
 FILES_ON_THIS_MACHINE = "<files on this machine>"
+ADDED_INPUTS = {
+    ("SteerAttnDreamBoothTrain", "checkpoint_minutes"): "issue 15: the checkpoint interval inside a stage (default 10 minutes)",
+}
 
 
 def snapshot() -> dict:
@@ -70,6 +77,12 @@ def comparable(node: str, entry: dict) -> dict:
         if not inputs["hidden"]:
             del inputs["hidden"]
             order.pop("hidden", None)
+    for (added_to, name), _why in ADDED_INPUTS.items():
+        if added_to == node and name in inputs.get("optional", {}):
+            if order.get("optional", [])[-1:] != [name]:
+                continue  # not last: left in, so the comparison reports it
+            del inputs["optional"][name]
+            order["optional"] = order["optional"][:-1]
     for section, specs in inputs.items():
         entry["input"][section] = {name: _comparable_spec(node, name, spec) for name, spec in specs.items()}
     return entry
