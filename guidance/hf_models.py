@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SteerError
-from ..safe_files import is_pickle
+from ..safe_files import file_in_folder, is_pickle, safetensors_header
 from .preprocess import ImagePreprocess
 
 log = logging.getLogger("steer")
@@ -232,8 +232,20 @@ def folder_signature(path: Path) -> tuple:
     return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in path.iterdir() if p.is_file()))
 
 
+def _weight_files(path: Path) -> list[Path]:
+    """model.safetensors, or the shards its index names (plain names in the folder)."""
+    index = path / "model.safetensors.index.json"
+    if not index.is_file():
+        return [path / "model.safetensors"]
+    shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+    return [file_in_folder(path, shard, str(index)) for shard in shards]
+
+
 def _load_module(contents: FolderContents) -> torch.nn.Module:
     import transformers
+
+    for weights in _weight_files(contents.path):
+        safetensors_header(weights)  # a truncated or corrupt file is named, before transformers reads it
 
     architectures = contents.config.get("architectures") or []
     if contents.kind == "classifier":

@@ -377,3 +377,14 @@ def test_a_folder_whose_architecture_only_remote_code_knows_is_refused(tmp_path)
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(SteerError, match="'evil_net' model"):
         load_guidance_model(folder)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes", "empty"])
+def test_a_damaged_weights_file_is_named_in_the_error(tmp_path, damage):
+    folder = write_tiny_classifier(tmp_path / "damaged")
+    weights = folder / "model.safetensors"
+    content = {"truncated": weights.read_bytes()[:-100], "random bytes": os.urandom(2048), "empty": b""}[damage]
+    weights.write_bytes(content)
+    clear_cache()
+    with pytest.raises(SteerError, match="model.safetensors is not a readable safetensors file"):
+        load_guidance_model(folder)
