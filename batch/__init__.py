@@ -22,13 +22,14 @@ from .convert import convert_to_api
 from .manifest import Manifest
 from .report import BatchStatus, LineReporter, Reporter
 from .runner import BatchRunner
-from .servers import ComfyConnection, PromptRejected, ServerUnavailable, format_node_errors
+from .servers import BadAnswer, ComfyConnection, PromptRejected, ServerUnavailable, format_node_errors
 from .state import BatchError, BatchSummary
 from .sweep import Job, Override, SweepError, expand_jobs, parse_set, parse_values
 from .ui_workflow import check_ui, ui_to_api
 from .workflow import ObjectInfo, WorkflowError, check_api, diff_api
 
 __all__ = [
+    "BadAnswer",
     "BatchError",
     "BatchRunner",
     "BatchStatus",

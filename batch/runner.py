@@ -3,8 +3,9 @@
 Jobs go to the server with the shortest queue, everyone's prompts counted, while that queue is shorter than
 `queue_depth` (default 2: one running, one waiting), so several GPUs or machines share one batch and a server busy
 with other work gets fewer jobs. Outputs are downloaded into OUT (outputs.py), and OUT/manifest.jsonl gets a line
-per finished job; a run skips the jobs the manifest lists as done. A server that stops answering has its jobs
-re-queued on the others. KeyboardInterrupt takes our prompts off the servers' queues and leaves the manifest
+per finished job; a run skips the jobs the manifest lists as done. A server that stops answering, or answers POST
+/prompt badly (HTTP 5xx, not JSON, no prompt_id), has its jobs re-queued on the others; after BAD_ANSWERS_IN_A_ROW bad
+answers it is left out of the batch. KeyboardInterrupt takes our prompts off the servers' queues and leaves the manifest
 listing exactly the finished jobs. What it has to say goes to a Reporter (report.py).
 """
 
@@ -18,9 +19,11 @@ from pathlib import Path
 from .manifest import DONE, FAILED, MANIFEST_NAME, Manifest
 from .outputs import download_outputs, job_record, remove_partial_downloads
 from .report import BatchStatus, JobActivity, LineReporter, Reporter, SilentReporter
-from .servers import ComfyConnection, PromptRejected, ServerUnavailable, compact_node_errors, format_node_errors, normalise_url
+from .servers import BadAnswer, ComfyConnection, PromptRejected, ServerUnavailable, compact_node_errors, format_node_errors, normalise_url
 from .state import BatchError, BatchSummary, Running, ServerState
 from .sweep import Job
+
+BAD_ANSWERS_IN_A_ROW = 3  # to POST /prompt, before a server is left out (one may be a restart's hiccup)
 
 
 class BatchRunner:
@@ -153,7 +156,7 @@ class BatchRunner:
 
     def _retry_dead_servers(self, now: float) -> None:
         for server in self.servers:
-            if server.alive or now - server.last_retry < self.retry_interval:
+            if server.alive or server.left_out or now - server.last_retry < self.retry_interval:
                 continue
             server.last_retry = now
             try:
@@ -161,18 +164,43 @@ class BatchRunner:
             except (ServerUnavailable, ValueError):
                 continue
             server.alive, server.down_since, server.depth_time = True, None, now
-            if server.abandoned:  # it may still hold prompts we re-queued elsewhere
-                try:
-                    running, queued = server.conn.queue_ids()
-                    server.conn.cancel(queued=sorted(server.abandoned & set(queued)), running=sorted(server.abandoned & set(running)))
-                except (ServerUnavailable, ValueError):
-                    pass
+            self._take_off(server, server.abandoned)  # it may still hold prompts we re-queued elsewhere
             self.reporter.message(f"server {server.name} is back")
+
+    def _take_off(self, server: ServerState, ours: set) -> None:
+        """Delete these prompts of ours from the server's queue, then interrupt them: one may have started between the
+        two calls, and a targeted interrupt leaves a prompt that is not running alone. Best effort."""
+        if not ours:
+            return
+        try:
+            running, queued = server.conn.queue_ids()
+            there = sorted(ours & (running | queued))
+            server.conn.cancel(queued=there, running=there)
+        except (ServerUnavailable, ValueError):
+            pass
+
+    def _bad_answer(self, server: ServerState, error: BadAnswer) -> None:
+        """POST /prompt answered badly: the server's jobs go to the others; after BAD_ANSWERS_IN_A_ROW it is left out."""
+        if error.prompt_id:
+            server.abandoned.add(error.prompt_id)  # it may have queued the prompt all the same
+        server.bad_answers += 1
+        self._mark_down(server, str(error))
+        if server.bad_answers >= BAD_ANSWERS_IN_A_ROW:
+            server.left_out = f"{server.bad_answers} bad answers to POST /prompt in a row, the last: {error}"
+            self._take_off(server, server.abandoned)
+            self.reporter.message(f"server {server.name} is left out of this batch ({server.left_out})")
 
     def _check_any_alive(self, now: float) -> None:
         if any(server.alive for server in self.servers):
             return
-        down_since = max(server.down_since or now for server in self.servers)
+        usable = [server for server in self.servers if not server.left_out]
+        if not usable:
+            raise BatchError(
+                "every server is left out of the batch:\n  "
+                + "\n  ".join(f"{server.name}: {server.left_out}" for server in self.servers)
+                + f"\n{len(self.pending)} job(s) not run. The manifest lists the finished ones: run the same command again to resume."
+            )
+        down_since = max(server.down_since or now for server in usable)
         if now - down_since > self.give_up_after:
             raise BatchError(
                 f"no server has answered for {int(self.give_up_after)} s; {len(self.pending)} job(s) not run. "
@@ -204,10 +232,15 @@ class BatchRunner:
             except PromptRejected as rejected:
                 self._record_rejected(job, server, rejected)
                 continue
+            except BadAnswer as error:
+                self.pending.appendleft(job)
+                self._bad_answer(server, error)
+                continue
             except ServerUnavailable as error:
                 self.pending.appendleft(job)
                 self._mark_down(server, str(error))
                 continue
+            server.bad_answers = 0
             server.inflight[prompt_id] = Running(job, prompt_id, time.monotonic())
             server.depth += 1
 
@@ -376,11 +409,5 @@ class BatchRunner:
 
     def _cancel_ours(self) -> None:
         for server in self.servers:
-            if not server.alive or not server.inflight:
-                continue
-            try:
-                running_ids, queued_ids = server.conn.queue_ids()
-                ours = set(server.inflight)
-                server.conn.cancel(queued=sorted(ours & queued_ids), running=sorted(ours & running_ids))
-            except (ServerUnavailable, ValueError):
-                pass
+            if server.alive:
+                self._take_off(server, set(server.inflight))

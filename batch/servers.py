@@ -25,7 +25,17 @@ HTTP_TIMEOUT = 30
 
 
 class ServerUnavailable(Exception):
-    """The server did not answer (connection refused, reset, timed out, 5xx)."""
+    """The server did not answer (connection refused, reset, timed out), or answered badly (BadAnswer)."""
+
+
+class BadAnswer(ServerUnavailable):
+    """The server answered, but not as ComfyUI does: HTTP 5xx or an unexpected status, or a body that is not the JSON
+    object expected (`prompt_id` missing from the answer to POST /prompt). `prompt_id` is the id we sent, if any: the
+    server may have queued the prompt even so."""
+
+    def __init__(self, message: str, prompt_id: str | None = None):
+        super().__init__(message)
+        self.prompt_id = prompt_id
 
 
 class PromptRejected(Exception):
@@ -72,13 +82,12 @@ class ComfyConnection:
         except requests.RequestException as error:
             raise ServerUnavailable(f"{self.url}: {type(error).__name__}: {error}") from error
         if response.status_code >= 500:
-            raise ServerUnavailable(f"{self.url}{path}: HTTP {response.status_code}")
+            raise BadAnswer(f"{self.url}{path} answered HTTP {response.status_code}{_body_excerpt(response)}")
         return response
 
-    def get_json(self, path: str, **kwargs):
+    def get_json(self, path: str, **kwargs) -> dict:
         response = self._request("GET", path, **kwargs)
-        response.raise_for_status()
-        return response.json()
+        return _json_object(response, self.url + path)
 
     def object_info(self) -> dict:
         return self.get_json("/object_info", timeout=max(self.timeout, 120))
@@ -88,21 +97,34 @@ class ComfyConnection:
         return int(self.get_json("/prompt").get("exec_info", {}).get("queue_remaining", 0))
 
     def submit(self, prompt: dict, extra_data: dict | None = None) -> str:
-        body = {"prompt": prompt, "client_id": self.client_id, "prompt_id": str(uuid.uuid4())}
+        """Queue a prompt; its id. Raises PromptRejected (400), BadAnswer (any other bad answer), ServerUnavailable."""
+        prompt_id = str(uuid.uuid4())
+        body = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id}
         if extra_data:
             body["extra_data"] = extra_data
+        try:
+            return self._post_prompt(body)
+        except BadAnswer as error:
+            error.prompt_id = prompt_id  # the server may have queued it even so
+            raise
+
+    def _post_prompt(self, body: dict) -> str:
         response = self._request("POST", "/prompt", json=body)
         if response.status_code == 400:
             try:
                 payload = response.json()
             except ValueError:
+                payload = None
+            if not isinstance(payload, dict):
                 payload = {"error": {"message": response.text[:500]}}
             raise PromptRejected(
                 payload.get("error") if isinstance(payload.get("error"), dict) else {"message": str(payload.get("error"))},
                 payload.get("node_errors", {}),
             )
-        response.raise_for_status()
-        return response.json()["prompt_id"]
+        answer = _json_object(response, f"{self.url}/prompt")
+        if not isinstance(answer.get("prompt_id"), str) or not answer["prompt_id"]:
+            raise BadAnswer(f"{self.url}/prompt answered without a prompt_id{_body_excerpt(response)}")
+        return answer["prompt_id"]
 
     def history(self, prompt_id: str) -> dict:
         """The history entry of a prompt, or {} while it has none."""
@@ -189,6 +211,26 @@ class ComfyConnection:
         if self._ws_thread is not None:
             self._ws_thread.join(timeout=3)
         self.http.close()
+
+
+def _json_object(response: requests.Response, where: str) -> dict:
+    """The JSON object a 2xx answer carries, or BadAnswer saying what came instead."""
+    if not 200 <= response.status_code < 300:
+        raise BadAnswer(f"{where} answered HTTP {response.status_code}{_body_excerpt(response)}")
+    try:
+        payload = response.json()
+    except ValueError:
+        raise BadAnswer(f"{where} answered something that is not JSON{_body_excerpt(response)}") from None
+    if not isinstance(payload, dict):
+        raise BadAnswer(f"{where} answered JSON that is not an object{_body_excerpt(response)}")
+    return payload
+
+
+def _body_excerpt(response: requests.Response, limit: int = 120) -> str:
+    text = " ".join(response.text.split())
+    if not text:
+        return ""
+    return f": {text[:limit]!r}" + ("…" if len(text) > limit else "")
 
 
 def format_node_errors(error: dict, node_errors: dict, prompt: dict | None = None) -> str:

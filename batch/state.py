@@ -41,6 +41,8 @@ class ServerState:
     down_since: float | None = None
     last_retry: float = 0.0
     abandoned: set = field(default_factory=set)  # our prompt ids re-queued elsewhere
+    bad_answers: int = 0  # to POST /prompt, in a row
+    left_out: str | None = None  # why the batch no longer uses this server
     done: int = 0
 
     @property

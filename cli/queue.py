@@ -4,7 +4,9 @@
     steer queue wf.json --set text=@prompts.txt --set cfg=5,7 --server http://gpu1:8188 --server http://gpu2:8188
 
 This module holds what only the command needs: its arguments, the progress bar (cli.progress.QueueProgress),
-SIGTERM handled as Ctrl-C, and the exit codes.
+the stop signals, and the exit codes. SIGINT, SIGTERM and SIGHUP all stop the batch the way Ctrl-C does. Their
+handlers are set at start: a process started in the background inherits SIGINT ignored, and would otherwise never
+stop on it. An inherited SIGHUP ignore is kept: that is nohup, asking the batch to outlive its terminal.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from ..batch.api import DEFAULT_OUT, DEFAULT_SERVER, plan_jobs
-from ..batch.manifest import MANIFEST_NAME, Manifest
+from ..batch.manifest import MANIFEST_NAME, STOP_SIGNALS, Manifest
 from ..batch.runner import BatchRunner
 from ..batch.state import EXIT_INTERRUPTED, EXIT_NO_SERVER, EXIT_USAGE, BatchError
 from ..batch.sweep import SweepError
@@ -88,10 +91,21 @@ def run_queue_command(args) -> None:
 
 def _queue_main(args) -> int:
     try:
-        return _queue(args)
+        with stop_signals_interrupt():
+            return _queue(args)
     except KeyboardInterrupt:
         print("steer queue: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def stop_signals_interrupt() -> ExitStack:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt (the manifest holds them back while it writes a line)."""
+    handlers = ExitStack()
+    for signum in STOP_SIGNALS:
+        if signum == getattr(signal, "SIGHUP", None) and signal.getsignal(signum) is signal.SIG_IGN:
+            continue  # nohup
+        handlers.enter_context(signal_handled(signum, signal.default_int_handler))
+    return handlers
 
 
 def _queue(args) -> int:
@@ -121,8 +135,7 @@ def _queue(args) -> int:
         reporter=None if args.quiet else QueueProgress(),
     )
     try:
-        with signal_handled(signal.SIGTERM, _terminate_as_interrupt):  # stop cleanly when killed, as on Ctrl-C
-            summary = runner.run()
+        summary = runner.run()
     except BatchError as error:
         print(f"steer queue: {error}", file=sys.stderr)
         return EXIT_NO_SERVER
@@ -132,10 +145,6 @@ def _queue(args) -> int:
         file=sys.stderr if args.quiet else sys.stdout,
     )
     return summary.exit_code
-
-
-def _terminate_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:

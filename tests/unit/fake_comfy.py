@@ -2,7 +2,8 @@
 
 It keeps a queue, "runs" each prompt for `seconds_per_job` in a worker thread, writes a /history entry
 with one output image whose bytes name the prompt's seed, and serves it through /view. `die()` stops
-it mid-batch, the way a crashed or unplugged server disappears.
+it mid-batch, the way a crashed or unplugged server disappears; `bad_answer` makes POST /prompt answer
+the way a broken server or proxy does (HTTP 500, garbage, JSON without prompt_id).
 """
 
 from __future__ import annotations
@@ -28,12 +29,24 @@ def tiny_workflow(seed: int = 0) -> dict:
 
 
 class FakeComfy:
-    def __init__(self, seconds_per_job: float = 0.05, reject=None, fail=None, external_depth: int = 0, name: str = "fake"):
+    def __init__(
+        self,
+        seconds_per_job: float = 0.05,
+        reject=None,
+        fail=None,
+        external_depth: int = 0,
+        name: str = "fake",
+        bad_answer=None,
+        queue_before_bad_answer: bool = False,
+    ):
         self.seconds_per_job = seconds_per_job
         self.reject = reject  # prompt -> node_errors dict (reject with 400) or None
         self.fail = fail  # prompt -> True to end it with an execution error
         self.external_depth = external_depth  # other users' prompts, counted in queue_remaining
         self.name = name
+        self.bad_answer = bad_answer  # prompt -> (HTTP status, body bytes) to answer POST /prompt with, or None
+        self.queue_before_bad_answer = queue_before_bad_answer  # queue the prompt all the same, then answer badly
+        self.bad_answers = 0
         self.lock = threading.Condition()
         self.pending: list[tuple[str, dict]] = []
         self.running: tuple[str, dict] | None = None
@@ -138,6 +151,13 @@ class FakeComfy:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _raw(self, status, body: bytes):
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def _body(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 return json.loads(self.rfile.read(length) or b"{}")
@@ -195,11 +215,16 @@ class FakeComfy:
                             },
                             400,
                         )
+                    bad = fake.bad_answer(prompt) if fake.bad_answer else None
                     prompt_id = body.get("prompt_id") or str(uuid.uuid4())
-                    with fake.lock:
-                        fake.pending.append((prompt_id, prompt))
-                        fake.accepted.append(prompt_id)
-                        fake.lock.notify_all()
+                    if bad is None or fake.queue_before_bad_answer:
+                        with fake.lock:
+                            fake.pending.append((prompt_id, prompt))
+                            fake.accepted.append(prompt_id)
+                            fake.lock.notify_all()
+                    if bad is not None:
+                        fake.bad_answers += 1
+                        return self._raw(*bad)
                     self._json({"prompt_id": prompt_id, "number": len(fake.accepted), "node_errors": {}})
                     if fake.on_accept:
                         fake.on_accept(fake, prompt_id)

@@ -1,7 +1,8 @@
 """The batch scheduler (steer.batch.runner) against stand-in ComfyUI servers on 127.0.0.1 (fake_comfy.py).
 
-Covers: outputs and manifest, resume, validation errors (printed per node and input, not retried),
-execution errors, spreading by queue depth, a server dropping out mid-batch, and Ctrl-C.
+Covers: outputs and manifest, resume (also from a manifest torn by a crash), validation errors (printed per node
+and input, not retried), execution errors, spreading by queue depth, a server dropping out mid-batch or answering
+POST /prompt badly, and Ctrl-C.
 """
 
 import io
@@ -15,21 +16,16 @@ from pathlib import Path
 
 import pytest
 from unit.fake_comfy import SEED_NODE, FakeComfy, tiny_workflow
+from unit.test_batch_manifest import sigint_ignored
 
 from steer.batch import BatchError, BatchStatus, Manifest, plan_jobs, run_batch
-from steer.batch.runner import BatchRunner
+from steer.batch.manifest import STOP_SIGNALS
+from steer.batch.runner import BAD_ANSWERS_IN_A_ROW, BatchRunner
 from steer.batch.state import Running
 from steer.cli.progress import QueueProgress
+from steer.cli.queue import stop_signals_interrupt
 
 FAST = {"poll_interval": 0.1, "retry_interval": 0.2}
-
-
-def _interruptible():
-    """A child of a shell that started us in the background inherits SIGINT ignored, and Python then
-    never raises KeyboardInterrupt; restore the default so the test's Ctrl-C reaches the child."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def seeds_of(manifest_path):
@@ -149,6 +145,54 @@ def test_a_server_that_drops_out_has_its_jobs_requeued_on_the_others(tmp_path):
     assert lost_on_flaky and all(r["server"] == steady.url for r in records if r["prompt_id"] not in flaky.executed)
 
 
+BAD_ANSWERS = {
+    "http-500": (500, b"<html><h1>500 Internal Server Error</h1></html>"),
+    "not-json": (200, b"<html>Please log in to the proxy</html>"),
+    "no-prompt-id": (200, b'{"number": 1, "node_errors": {}}'),
+}
+
+
+@pytest.mark.parametrize("answer", list(BAD_ANSWERS.values()), ids=list(BAD_ANSWERS))
+def test_a_server_that_answers_prompt_badly_gives_its_jobs_to_the_others(tmp_path, answer):
+    broken = FakeComfy(name="broken", bad_answer=lambda _: answer, queue_before_bad_answer=answer[0] == 200, seconds_per_job=30)
+    with broken, FakeComfy(seconds_per_job=0.2, name="healthy") as healthy:
+        # the broken server comes first, and is tried first while both queues are empty
+        summary, log = run(tiny_workflow(), ["noise_seed=1..6"], [broken.url, healthy.url], tmp_path, queue_depth=2)
+        assert broken.bad_answers == BAD_ANSWERS_IN_A_ROW  # tried again after each, then never again
+        # what it queued in spite of its answer was taken off it again
+        assert not broken.pending and set(broken.accepted) <= set(broken.deleted) | set(broken.interrupted)
+    assert (summary.done, summary.failed, summary.exit_code) == (6, 0, 0)
+    records = Manifest(tmp_path / "manifest.jsonl").records()
+    assert sorted(r["job"] for r in records) == list(range(6)) and {r["server"] for r in records} == {healthy.url}
+    assert f"server {broken.url} dropped out ({broken.url}/prompt answered" in log
+    assert f"server {broken.url} is left out of this batch ({BAD_ANSWERS_IN_A_ROW} bad answers to POST /prompt" in log
+    assert "Traceback" not in log
+
+
+def test_only_servers_that_answer_prompt_badly_is_a_clear_error(tmp_path):
+    with FakeComfy(bad_answer=lambda _: BAD_ANSWERS["not-json"]) as broken:
+        with pytest.raises(BatchError, match="every server is left out of the batch") as raised:
+            run(tiny_workflow(), ["noise_seed=1..3"], [broken.url], tmp_path)
+    assert f"{broken.url}: {BAD_ANSWERS_IN_A_ROW} bad answers to POST /prompt in a row" in str(raised.value)
+    assert "not JSON" in str(raised.value) and "3 job(s) not run" in str(raised.value)
+
+
+@pytest.mark.parametrize("torn", ["half-record", "whole-record-without-newline"])
+def test_a_rerun_after_a_crash_that_tore_the_manifest_runs_each_job_exactly_once(tmp_path, torn):
+    with FakeComfy() as server:
+        run(tiny_workflow(), ["noise_seed=1..3"], [server.url], tmp_path)
+        manifest = tmp_path / "manifest.jsonl"
+        raw = manifest.read_bytes()
+        last = raw.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        manifest.write_bytes(raw[: len(raw) - 1] if torn == "whole-record-without-newline" else raw[: len(raw) - len(last) // 2])
+        summary, _ = run(tiny_workflow(), ["noise_seed=1..5"], [server.url], tmp_path)
+        rerun = 3 if torn == "half-record" else 2  # a half record is not a finished job; a whole one is
+        assert (summary.skipped, summary.done, len(server.accepted)) == (5 - rerun, rerun, 3 + rerun)
+    records = Manifest(manifest).records()
+    # no record lost (glued onto the torn line) or repeated (the torn one counted once read, once rewritten)
+    assert sorted(r["job"] for r in records) == list(range(5)) and seeds_of(manifest) == [1, 2, 3, 4, 5]
+
+
 def test_every_server_down_stops_with_a_resumable_manifest(tmp_path):
     with FakeComfy(seconds_per_job=0.2) as server:
         server.on_accept = lambda fake, _: len(fake.accepted) == 3 and threading.Timer(0.3, fake.die).start()
@@ -183,19 +227,21 @@ def test_a_ui_format_workflow_is_converted_with_the_servers_object_info(tmp_path
     assert job.prompt == json.loads((workflows / "api" / "color_guidance.json").read_text())
 
 
-def test_ctrl_c_leaves_a_consistent_manifest_and_the_rerun_finishes(tmp_path):
+@pytest.mark.parametrize("signum", STOP_SIGNALS, ids=[signal.Signals(s).name for s in STOP_SIGNALS])
+def test_ctrl_c_leaves_a_consistent_manifest_and_the_rerun_finishes(tmp_path, signum):
+    """Ctrl-C, SIGTERM and SIGHUP all stop `steer queue` cleanly, though it was started with SIGINT ignored."""
     workflow = tmp_path / "wf.json"
     workflow.write_text(json.dumps(tiny_workflow()))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "steer.batch", str(workflow), "--set", "noise_seed=1..8", "--out", str(out)]
     with FakeComfy(seconds_per_job=0.4) as server:
         process = subprocess.Popen(
-            [*command, "--server", server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible
+            [*command, "--server", server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_ignored
         )
         deadline = time.monotonic() + 60
         while len(Manifest(out / "manifest.jsonl").records()) < 2 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=60)
         assert process.returncode == 130, stderr
         assert "interrupted" in stderr and "resume" in stderr
@@ -214,6 +260,21 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_the_rerun_finishes(tmp_path):
         assert f"{len(finished)} of 8 jobs are already done" in rerun.stderr
     assert seeds_of(out / "manifest.jsonl") == [1, 2, 3, 4, 5, 6, 7, 8]
     assert len(Manifest(out / "manifest.jsonl").records()) == 8
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_the_stop_handlers_override_an_inherited_sigint_ignore_but_keep_nohup():
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup: outlive the terminal
+        with stop_signals_interrupt():
+            assert signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGTERM) is signal.default_int_handler
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # restored
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def test_the_progress_line_shows_each_running_jobs_node_progress(tmp_path):
