@@ -180,7 +180,11 @@ def _widget_values(node: dict, spec: NodeSpec, linked: set[str], where: str) -> 
     problems = []
     if isinstance(values, list):
         layout = widget_layout(spec)
-        if len(values) != len(layout):
+        # A workflow saved before a node gained optional widgets at its end lacks their values; the
+        # frontend then gives them their defaults, and so does the server for an API prompt without them.
+        missing = layout[len(values) :]
+        saved_before_new_inputs = all(kind == "widget" and not entry.required for kind, entry in missing)
+        if len(values) > len(layout) or not saved_before_new_inputs:
             names = [entry.name if kind == "widget" else "(control)" for kind, entry in layout]
             return [f"{where}: widgets_values has {len(values)} values, the server's inputs need {len(layout)}: {names}"]
         for (kind, entry), value in zip(layout, values):

@@ -279,3 +279,18 @@ def test_conversion_refuses_unknown_nodes_and_subgraphs(info):
         ui_to_api({**_ui_graph(), "definitions": {"subgraphs": [{"id": "x"}]}}, ObjectInfo(info))
     with pytest.raises(WorkflowError, match="not a UI-format"):
         ui_to_api({"1": {"class_type": "SaveImage", "inputs": {}}}, info)
+
+
+def test_a_workflow_saved_before_a_node_gained_an_optional_widget_still_checks_and_converts():
+    info = json.loads((DATA / "comfy_object_info_workflows.json").read_text())
+    ui = json.loads((WORKFLOWS / "attndreambooth_train_and_generate.json").read_text())
+    api = json.loads((WORKFLOWS / "api" / "attndreambooth_train_and_generate.json").read_text())
+    train = ui_node(ui, "SteerAttnDreamBoothTrain")
+    assert check_ui(ui, info) == []
+    train["widgets_values"] = train["widgets_values"][:-1]  # as saved before checkpoint_minutes existed
+    assert check_ui(ui, info) == []
+    converted = ui_to_api(ui, info)
+    del api[node_id(api, "SteerAttnDreamBoothTrain")]["inputs"]["checkpoint_minutes"]  # the server uses its default
+    assert diff_api(converted, api) == []
+    train["widgets_values"] = train["widgets_values"][:1]  # a required widget's value missing is still an error
+    assert any("widgets_values has 1 values" in p for p in check_ui(ui, info))
