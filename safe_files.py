@@ -147,6 +147,9 @@ class StagedFiles:
         tensors = {key: value.detach().contiguous().cpu() for key, value in tensors.items()}
         save_file(tensors, str(self._temporary(Path(path))), metadata=metadata)
 
+    def bytes(self, path: Path, data: bytes) -> None:
+        self._temporary(Path(path)).write_bytes(data)
+
     def json(self, path: Path, data) -> None:
         self._temporary(Path(path)).write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
 

@@ -91,6 +91,13 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
         "stage ends and on Ctrl-C)",
     )
     parser.add_argument(
+        "--preview-prompt",
+        default="",
+        help="the prompt of the preview image made at the end of each stage, with [V] where the subject goes (default: the "
+        "training prompt); the previews go beside the LoRA as NAME.preview-STAGE.png, the last also as NAME.preview.png",
+    )
+    parser.add_argument("--no-previews", action="store_true", help="make no preview images")
+    parser.add_argument(
         "--device", help="diffusers backend: cuda, cpu... (default: cuda when available). ComfyUI backend: 'cpu' forces the CPU"
     )
     parser.add_argument("--checkpoints", help="folder for resume checkpoints (default: $XDG_CACHE_HOME/steer/attndreambooth)")
@@ -249,6 +256,7 @@ def run_train(args) -> None:
                     options=options,
                     progress=progress,
                     metadata={"trained_in": "steer train (" + description + ")"},
+                    preview_prompt=None if args.no_previews else args.preview_prompt,
                 )
         except KeyboardInterrupt:
             stream.write("\nstopped; a checkpoint was saved if a step had finished. Run the same command again to resume.\n")
@@ -257,14 +265,37 @@ def run_train(args) -> None:
     paths = save_concept(
         trained, name, embeddings, loras, unet_format=args.unet_format, rank=args.rank, overwrite=args.overwrite, device=device
     )
+    previews = write_previews(trained.previews, name, paths.unet.parent)
     resumed = f", resumed at step {trained.resumed_from}" if trained.resumed_from is not None else ""
     if trained.result.steps_lost:
         resumed += f", {trained.result.steps_lost} steps trained again after a stop without a checkpoint"
     stream.write(
         f"saved {paths.embedding}\n      {paths.unet}\n      {paths.metadata}\n"
-        f"({trained.result.seconds:.0f} s of training{resumed}). In ComfyUI: LoraLoaderModelOnly with {paths.unet.name}, "
+        + "".join(f"      {path}\n" for path in previews)
+        + f"({trained.result.seconds:.0f} s of training{resumed}). In ComfyUI: LoraLoaderModelOnly with {paths.unet.name}, "
         f"and write 'embedding:{name} {category}' in the prompt.\n"
     )
+
+
+def write_previews(previews: dict, name: str, folder: Path) -> list[Path]:
+    """Each stage's preview as NAME.preview-STAGE.png, and the last as NAME.preview.png (the thumbnail
+    LoRA managers show), written together once the concept is saved."""
+    import io
+
+    from PIL import Image
+
+    from ..safe_files import StagedFiles
+
+    written = []
+    with StagedFiles() as files:
+        for index, (stage, image) in enumerate(previews.items()):
+            png = io.BytesIO()
+            Image.fromarray((image.movedim(0, -1).clamp(0, 1).numpy() * 255).round().astype("uint8")).save(png, format="PNG")
+            names = [f"{name}.preview-{stage}.png"] + ([f"{name}.preview.png"] if index == len(previews) - 1 else [])
+            for file_name in names:
+                files.bytes(folder / file_name, png.getvalue())
+                written.append(folder / file_name)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,10 +60,13 @@ def apply_unet_file(model, path: Path, strength: float):
     return comfy.sd.load_lora_for_models(model, None, state, strength, 0)[0]
 
 
-def preview_image(plot: torch.Tensor, name: str) -> dict:
-    """Save the plot as a temp PNG so the node shows it (like PreviewImage)."""
+def preview_images(images: list[torch.Tensor], name: str) -> dict:
+    """Save (H, W, 3) images in [0, 1] as temp PNGs so the node shows them (like PreviewImage)."""
     folder = Path(folder_paths.get_temp_directory())
     folder.mkdir(parents=True, exist_ok=True)
-    filename = f"steer_attndreambooth_{name}_{uuid.uuid4().hex[:8]}.png"
-    Image.fromarray((plot[0].clamp(0, 1).numpy() * 255).round().astype("uint8")).save(folder / filename)
-    return {"images": [{"filename": filename, "subfolder": "", "type": "temp"}]}
+    shown = []
+    for image in images:
+        filename = f"steer_attndreambooth_{name}_{uuid.uuid4().hex[:8]}.png"
+        Image.fromarray((image.clamp(0, 1).numpy() * 255).round().astype("uint8")).save(folder / filename)
+        shown.append({"filename": filename, "subfolder": "", "type": "temp"})
+    return {"images": shown}

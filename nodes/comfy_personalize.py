@@ -317,7 +317,26 @@ class ComfyBackbone:
         embeddings = encoder.encode_token_weights({self._token_key: [tokens]})[0]
         return EncodedPrompt(embeddings=embeddings.to(self.device, torch.float32), token_index=token_index, category_index=token_index + 1)
 
+    @torch.no_grad()
+    def encode_text(self, prompt: str) -> torch.Tensor:
+        self._require_open()
+        encoder = self._clip.cond_stage_model
+        encoder.reset_clip_options()
+        if self._clip.layer_idx is not None:
+            encoder.set_clip_options({"layer": self._clip.layer_idx})
+        return encoder.encode_token_weights(self._clip.tokenize(prompt))[0].to(self.device, torch.float32)
+
     # --- images -------------------------------------------------------------------------------
+
+    def latent_shape(self, size: int) -> tuple[int, int, int]:
+        factor = self._vae.downscale_ratio
+        return (self._vae.latent_channels, size // factor, size // factor)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        images = self._vae.decode(self._base.latent_format.process_out(latents.float()))  # (B, H, W, 3) in [0, 1]
+        self._load_training_models()  # loading the VAE may have moved the training clones off the GPU
+        return images.movedim(-1, 1).float().clamp(0, 1).cpu()
 
     def cache_latents(self, views: Iterable[torch.Tensor], batch_size: int = 8) -> int:
         """Encode these (3, H, W) views in [-1, 1] now (e.g. TrainingImages.all_views()); returns

@@ -27,7 +27,7 @@ from ..personalize.stages import CROSS_ATTENTION, CUSTOM, OFFICIAL, PARAMETER_GR
 from ..personalize.trainer import PRECISIONS, RuntimeOptions, validate_category
 from ..personalize.training_run import check_target_free, save_concept, train_concept
 from ..safe_files import file_in_folder, safetensors_header
-from .comfy_concepts import NO_CONCEPTS, apply_unet_file, checkpoint_root, concept_metadata_files, first_folder, preview_image
+from .comfy_concepts import NO_CONCEPTS, apply_unet_file, checkpoint_root, concept_metadata_files, first_folder, preview_images
 from .comfy_personalize import ComfyBackbone
 from .schema import Choice, gradient_checkpointing
 
@@ -203,6 +203,14 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
                     tooltip="Save a checkpoint this often inside a stage (every stage end always saves): if ComfyUI crashes or is "
                     "killed, queueing the same prompt again resumes there, losing at most this much training. 0 = stage ends only.",
                 ),
+                io.String.Input(
+                    "preview_prompt",
+                    default="",
+                    optional=True,
+                    tooltip="At the end of each stage the node shows an image of this prompt (fixed seed, 20 DDIM steps) made with "
+                    "the weights trained so far, beside the loss plot. Write [V] where the subject goes, e.g. 'a [V] dog on the "
+                    "beach'. Empty: the training prompt.",
+                ),
             ],
             outputs=[
                 io.Model.Output(
@@ -245,6 +253,7 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
         precision="auto",
         gradient_checkpointing=True,
         checkpoint_minutes=10.0,
+        preview_prompt="",
         **numbers,
     ):
         name = validate_concept_name(str(concept_name).strip())
@@ -280,6 +289,7 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
                     progress=progress,
                     base_model=backbone.identity,
                     metadata={"architecture": backbone.architecture, "trained_in": "ComfyUI (Steer AttnDreamBooth Train)"},
+                    preview_prompt=preview_prompt,
                 )
             paths = save_concept(
                 trained,
@@ -295,7 +305,9 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
 
         personalized = apply_unet_file(model, paths.unet, 1.0)
         plot = torch.from_numpy(plot_history(result.history, title=f"{name} ({category}), preset {plan.name}")).unsqueeze(0)
-        return io.NodeOutput(personalized, clip, trigger_phrase(name, category), plot, ui=preview_image(plot, name))
+        # The node shows the loss plot, then the preview made at the end of each stage.
+        shown = [plot[0], *(preview.movedim(0, -1) for preview in trained.previews.values())]
+        return io.NodeOutput(personalized, clip, trigger_phrase(name, category), plot, ui=preview_images(shown, name))
 
 
 class SteerAttnDreamBoothLoad(io.ComfyNode):

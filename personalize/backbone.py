@@ -48,6 +48,18 @@ class Backbone(Protocol):
         token. Differentiable w.r.t. the token; the text encoder stays frozen."""
         ...
 
+    def encode_text(self, prompt: str) -> torch.Tensor:
+        """(1, tokens, width) embeddings of a plain prompt (no placeholder), padded like encode_prompt's."""
+        ...
+
+    def latent_shape(self, size: int) -> tuple[int, int, int]:
+        """(channels, height, width) of the latent of a size x size image."""
+        ...
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (as encode_images returns) -> (B, 3, H, W) in [0, 1], without gradient."""
+        ...
+
     def encode_images(self, pixels: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> scaled latents, one latent-distribution sample per image
         drawn with that image's generator. Runs without gradient."""

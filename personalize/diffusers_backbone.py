@@ -207,7 +207,22 @@ class DiffusersBackbone:
             handle.remove()
         return EncodedPrompt(embeddings=embeddings, token_index=token_index, category_index=token_index + 1)
 
+    @torch.no_grad()
+    def encode_text(self, prompt: str) -> torch.Tensor:
+        ids = self.tokenizer(prompt, padding="max_length", max_length=self._max_length(), truncation=True, return_tensors="pt").input_ids
+        return self.text_encoder(ids.to(self.device))[0].float()
+
     # --- images and the UNet ---------------------------------------------------------------
+
+    def latent_shape(self, size: int) -> tuple[int, int, int]:
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return (self.vae.config.latent_channels, size // factor, size // factor)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        z = latents.to(self.device, self.vae.dtype) / self.vae.config.scaling_factor + shift
+        return (self.vae.decode(z).sample.float() * 0.5 + 0.5).clamp(0, 1).cpu()
 
     @torch.no_grad()
     def _latent_distribution(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -105,6 +105,7 @@ def train(
     store: CheckpointStore | None = None,
     progress: ProgressCallback | None = None,
     options: RuntimeOptions = RuntimeOptions(),
+    on_stage_end: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     """Train the plan's stages, resuming from `store` (this run's checkpoints, whose fingerprint is
     run_fingerprint of these inputs) when it holds a checkpoint; without a store nothing is saved."""
@@ -140,6 +141,8 @@ def train(
     try:
         for stage_index in range(state.stage_index, len(plan.stages)):
             run.stage(stage_index)
+            if on_stage_end is not None and plan.stages[stage_index].steps:
+                on_stage_end(plan.stages[stage_index].name)  # e.g. a preview image, with the weights trained so far
     finally:
         backbone.set_gradient_checkpointing(False)
         for parameters in groups.values():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,6 +20,7 @@ from ..errors import SteerError
 from .checkpoint import CheckpointStore
 from .data import TrainingImages
 from .export import Concept, ConceptPaths, concept_from_backbone, write_concept
+from .preview import check_preview_prompt, preview_image
 from .stages import TrainingPlan
 from .trainer import ProgressCallback, RuntimeOptions, TrainingResult, run_fingerprint, train, validate_category
 
@@ -86,6 +87,7 @@ class TrainedConcept:
     result: TrainingResult
     store: CheckpointStore
     resumed_from: int | None  # the overall step the run continued from, if it resumed
+    previews: dict = field(default_factory=dict)  # stage name -> (3, H, W) preview in [0, 1], when asked for
 
 
 def train_concept(
@@ -101,10 +103,13 @@ def train_concept(
     progress: Callable[[int, int, float], None] | None = None,
     base_model: str | None = None,
     metadata: dict | None = None,
+    preview_prompt: str | None = None,
 ) -> TrainedConcept:
     """Train (resuming from this run's checkpoint if there is one) and collect the concept.
     `progress(done_steps, total_steps, loss)` is called after every step; raising from it stops
-    training cleanly with a checkpoint (that is how Cancel and Ctrl-C work)."""
+    training cleanly with a checkpoint (that is how Cancel and Ctrl-C work). `preview_prompt`: None makes no
+    previews; "" previews the training prompt, anything else must hold [V]; a preview is made at the end of
+    each stage that trains (personalize/preview.py)."""
     category = validate_category(category)
     fingerprint = run_fingerprint(backbone, images, category, plan, seed)
     store = CheckpointStore(checkpoint_folder(checkpoint_root, name, fingerprint), fingerprint)
@@ -122,11 +127,29 @@ def train_concept(
         progress(offsets[stage_name] + step, total, loss)
 
     on_step: ProgressCallback | None = report if progress is not None else None
-    result = train(backbone, images, category, plan, seed, store=store, progress=on_step, options=options)
+    previews = {}
+
+    def preview(stage_name):
+        prompt = preview_prompt or plan.prompt(category)
+        previews[stage_name] = preview_image(backbone, prompt, seed=seed, size=plan.resolution)
+
+    if preview_prompt:
+        check_preview_prompt(preview_prompt)  # before training, not after the first stage
+    result = train(
+        backbone,
+        images,
+        category,
+        plan,
+        seed,
+        store=store,
+        progress=on_step,
+        options=options,
+        on_stage_end=preview if preview_prompt is not None else None,
+    )
     concept = concept_from_backbone(backbone, result, base_model=base_model)
     concept.metadata.update({"images": len(images), "augmented_views": images.views_per_image, "precision": options.precision})
     concept.metadata.update(metadata or {})
-    return TrainedConcept(concept, result, store, resumed_from)
+    return TrainedConcept(concept, result, store, resumed_from, previews)
 
 
 def save_concept(

@@ -37,6 +37,7 @@ ENVIRONMENT_COMBOS = {("SteerLoadGuidanceModel", "model_folder"), ("SteerAttnDre
 FILES_ON_THIS_MACHINE = "<files on this machine>"
 ADDED_INPUTS = {
     ("SteerAttnDreamBoothTrain", "checkpoint_minutes"): "issue 15: the checkpoint interval inside a stage (default 10 minutes)",
+    ("SteerAttnDreamBoothTrain", "preview_prompt"): "issue 13: the prompt of the preview made at each stage end",
 }
 
 
@@ -77,7 +78,7 @@ def comparable(node: str, entry: dict) -> dict:
         if not inputs["hidden"]:
             del inputs["hidden"]
             order.pop("hidden", None)
-    for (added_to, name), _why in ADDED_INPUTS.items():
+    for (added_to, name), _why in reversed(ADDED_INPUTS.items()):  # the newest is last
         if added_to == node and name in inputs.get("optional", {}):
             if order.get("optional", [])[-1:] != [name]:
                 continue  # not last: left in, so the comparison reports it

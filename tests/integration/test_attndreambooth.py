@@ -302,7 +302,11 @@ def test_cancel_then_rerun_resumes_and_writes_the_concept(comfy, trained):
     assert f"resuming '{CONCEPT}' from its checkpoint at step {done_at_cancel}/{TOTAL_STEPS}" in comfy.log_text()
     assert not _checkpoint_progress(comfy), "checkpoints are removed once the concept is saved"
     assert len(comfy.images(resumed, "plot")) == 1  # the loss plot reached PreviewImage
-    assert resumed.outputs["train"]["images"]  # and the node shows it too
+    # The node shows the plot and a preview for each of the three stages (the first stage resumed in this run).
+    shown = [np.asarray(image.convert("RGB")) for image in comfy.images(resumed, "train")]
+    assert len(shown) == 4, resumed.outputs["train"]
+    assert all(image.shape == (64, 64, 3) for image in shown[1:]), [image.shape for image in shown]  # the training resolution
+    assert not all((shown[1] == other).all() for other in shown[2:]), "the previews should follow the training"
 
 
 def test_the_concept_files_are_stock_formats(comfy, trained):

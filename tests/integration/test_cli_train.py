@@ -111,3 +111,10 @@ def test_single_file_checkpoint_trains_through_comfyui_and_resumes_after_ctrl_c(
     assert metadata["base_model"].startswith("comfyui-SD15-") and metadata["trained_in"].startswith("steer train (")
     assert metadata["steps"] == 4 and metadata["trigger"] == "embedding:cli_dog dog"
     assert not list((tmp_path / "checkpoints").glob("cli_dog-*/progress.json"))
+    from PIL import Image
+
+    previews = sorted(p.name for p in (tmp_path / "loras").glob("cli_dog.preview*.png"))
+    assert previews == ["cli_dog.preview-cross_attention.png", "cli_dog.preview-token.png", "cli_dog.preview.png"], previews
+    assert "cli_dog.preview.png" in second.stderr
+    image = Image.open(tmp_path / "loras" / "cli_dog.preview.png")
+    assert image.mode == "RGB" and image.size[0] == image.size[1] >= 64

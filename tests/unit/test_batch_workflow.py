@@ -287,10 +287,11 @@ def test_a_workflow_saved_before_a_node_gained_an_optional_widget_still_checks_a
     api = json.loads((WORKFLOWS / "api" / "attndreambooth_train_and_generate.json").read_text())
     train = ui_node(ui, "SteerAttnDreamBoothTrain")
     assert check_ui(ui, info) == []
-    train["widgets_values"] = train["widgets_values"][:-1]  # as saved before checkpoint_minutes existed
+    train["widgets_values"] = train["widgets_values"][:-2]  # as saved before checkpoint_minutes and preview_prompt existed
     assert check_ui(ui, info) == []
     converted = ui_to_api(ui, info)
-    del api[node_id(api, "SteerAttnDreamBoothTrain")]["inputs"]["checkpoint_minutes"]  # the server uses its default
+    for added in ("checkpoint_minutes", "preview_prompt"):
+        del api[node_id(api, "SteerAttnDreamBoothTrain")]["inputs"][added]  # the server uses its default
     assert diff_api(converted, api) == []
     train["widgets_values"] = train["widgets_values"][:1]  # a required widget's value missing is still an error
     assert any("widgets_values has 1 values" in p for p in check_ui(ui, info))

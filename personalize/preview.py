@@ -1,0 +1,46 @@
+"""Training previews: an image of the concept from a fixed seed and prompt, made at the end of each
+stage with the weights trained so far, by deterministic DDIM (eta 0) with classifier-free guidance
+on the backbone being trained."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import SteerError
+from .stages import CONCEPT_PLACEHOLDER
+
+PREVIEW_STEPS = 20
+PREVIEW_CFG = 5.0
+
+
+def check_preview_prompt(prompt: str) -> str:
+    prompt = " ".join(str(prompt).split())
+    if prompt.count(CONCEPT_PLACEHOLDER) != 1:
+        raise SteerError(
+            f"the preview prompt must hold {CONCEPT_PLACEHOLDER} once, where the subject goes (for example "
+            f"'a photo of a {CONCEPT_PLACEHOLDER} dog on the beach'), got {prompt!r}"
+        )
+    return prompt
+
+
+@torch.no_grad()
+def preview_image(backbone, prompt: str, *, seed: int, size: int, steps: int = PREVIEW_STEPS, cfg: float = PREVIEW_CFG) -> torch.Tensor:
+    """(3, size, size) in [0, 1]: `prompt` (with [V]) sampled from noise seeded by `seed`."""
+    cond = backbone.encode_prompt(check_preview_prompt(prompt)).embeddings.float()
+    uncond = backbone.encode_text("").float()
+    alphas = backbone.schedule.alphas_cumprod.double().cpu()
+    timesteps = torch.linspace(backbone.schedule.num_timesteps - 1, 0, steps).round().long()
+    generator = torch.Generator().manual_seed(int(seed))
+    x = torch.randn((1, *backbone.latent_shape(size)), generator=generator, dtype=torch.float32).to(backbone.device)
+    context = torch.cat([uncond, cond.to(uncond.device)])
+    for index, t in enumerate(timesteps):
+        a = float(alphas[t])
+        a_next = float(alphas[timesteps[index + 1]]) if index + 1 < steps else 1.0
+        out_uncond, out_cond = backbone.predict_noise(torch.cat([x, x]), t.repeat(2), context).float().chunk(2)
+        out = out_uncond + cfg * (out_cond - out_uncond)
+        if backbone.schedule.prediction_type == "v_prediction":
+            eps, x0 = a**0.5 * out + (1 - a) ** 0.5 * x, a**0.5 * x - (1 - a) ** 0.5 * out
+        else:
+            eps, x0 = out, (x - (1 - a) ** 0.5 * out) / a**0.5
+        x = a_next**0.5 * x0 + (1 - a_next) ** 0.5 * eps
+    return backbone.decode_latents(x)[0].float().clamp(0, 1).cpu()
