@@ -1,13 +1,22 @@
-"""Memory and state over many prompts: 30 guided prompts of mixed presets and losses, then 5 short
+"""Memory and state over many prompts: 30 guided prompts of mixed presets and losses, then 6 short
 trainings, back to back on one server with the models cached. Nothing Steer keeps may grow without
 bound (differentiable clones, decoder and guidance-model caches, traces, previews), so the server's
 resident memory late in the run stays within 10 % of its value early in it.
 
 The per-prompt figures go to test-artifacts/memory_over_prompts.json.
+
+Resident memory is a noisy measure of what a process keeps: glibc's per-thread malloc arenas hold
+freed memory for reuse, so the reading jumps by hundreds of MiB at random points and stays there
+(measured: 2449, 2450, 3319, 3243, 3250 MiB over five trainings). The server therefore runs with
+MALLOC_ARENA_MAX=2, under which freed memory is reused and the readings are flat (2737 MiB over
+nine trainings, one transient reading of 3207), and the training check compares medians of three
+readings, so one transient reading is not taken for growth.
 """
 
 import json
 import math
+import os
+import statistics
 
 import psutil
 import pytest
@@ -17,7 +26,7 @@ from graphs import sampling_graph
 from unit.tiny_models import write_tiny_classifier
 
 PRESETS = ("mpgd", "paper", "freedom", "ugd", "dps")
-PROMPTS, TRAININGS = 30, 5
+PROMPTS, TRAININGS = 30, 6
 GROWTH_ALLOWED = 0.10
 
 
@@ -85,7 +94,11 @@ def training_prompt(number: int) -> dict:
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, tmp_path_factory):
     server = ComfyServer(tmp_path_factory.mktemp("memory_base"), tiny_checkpoint)
-    client = server.start()
+    os.environ["MALLOC_ARENA_MAX"] = "2"  # the server inherits it (see the module docstring)
+    try:
+        client = server.start()
+    finally:
+        del os.environ["MALLOC_ARENA_MAX"]
     stage_tiny_clip(client.models_dir)
     write_tiny_classifier(client.models_dir / "steer" / "tiny-classifier")
     try:
@@ -117,6 +130,5 @@ def test_memory_stays_flat_over_thirty_prompts_and_five_trainings(server):
     assert guided[PROMPTS - 1] <= guided[4] * (1 + GROWTH_ALLOWED), (
         f"memory grew from {guided[4]:.0f} MiB (prompt 5) to {guided[-1]:.0f} MiB (prompt 30)"
     )
-    assert trainings[-1] <= trainings[1] * (1 + GROWTH_ALLOWED), (
-        f"memory grew from {trainings[1]:.0f} MiB (training 2) to {trainings[-1]:.0f} MiB (training 5)"
-    )
+    early, late = statistics.median(trainings[:3]), statistics.median(trainings[-3:])
+    assert late <= early * (1 + GROWTH_ALLOWED), f"memory grew from {early:.0f} MiB (trainings 1-3) to {late:.0f} MiB (trainings 4-6)"
