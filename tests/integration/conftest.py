@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from comfy_server import ComfyServer, comfyui_missing_reason, comfyui_path
+from comfy_server import ComfyServer, comfyui_missing_reason
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
 FIXTURES_DIR = INTEGRATION_DIR.parent / "fixtures"
@@ -31,12 +31,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if INTEGRATION_DIR in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.integration)
-
-
-def pytest_report_header(config):
-    # One line at the top of the run saying why the integration tests will skip.
-    reason = comfyui_missing_reason()
-    return f"integration tests: {reason or f'ComfyUI at {comfyui_path()}'}"
 
 
 @pytest.fixture(scope="session", autouse=True)
