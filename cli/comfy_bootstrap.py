@@ -12,10 +12,10 @@ from ..errors import SteerError
 NEEDS_COMFYUI = "this needs ComfyUI: set COMFYUI_PATH to a ComfyUI checkout (git clone https://github.com/comfyanonymous/ComfyUI)"
 
 
-def import_comfyui(force_cpu: bool = False, missing: str = NEEDS_COMFYUI):
-    """Put COMFYUI_PATH at the end of sys.path (this process only) and import comfy.sd from it.
-    `missing` is the error when COMFYUI_PATH is not set."""
-    root = os.environ.get("COMFYUI_PATH")
+def import_comfyui(force_cpu: bool = False, missing: str = NEEDS_COMFYUI, root: str | Path | None = None):
+    """Put `root` (default: COMFYUI_PATH) at the end of sys.path (this process only) and import comfy.sd
+    from it. `missing` is the error when neither is given."""
+    root = root or os.environ.get("COMFYUI_PATH")
     if not root:
         raise SteerError(missing)
     root = str(Path(root).resolve())
