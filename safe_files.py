@@ -122,8 +122,10 @@ def file_in_folder(folder: str | Path, name, what: str) -> Path:
 
 
 class StagedFiles:
-    def __init__(self):
+    def __init__(self, durable: bool = True):
         self._pending: list[tuple[Path, Path]] = []  # (temporary, target)
+        # durable=False skips the flush to disk: still never half-written, but a power cut may lose it.
+        self._durable = durable
 
     def __enter__(self) -> "StagedFiles":
         return self
@@ -154,7 +156,7 @@ class StagedFiles:
         self._temporary(Path(path)).write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
 
     def commit(self) -> None:
-        for temporary, _ in self._pending:
+        for temporary, _ in self._pending if self._durable else ():
             with open(temporary, "rb+") as written:
                 os.fsync(written.fileno())
         for temporary, target in self._pending:
@@ -172,6 +174,6 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
         files.safetensors(path, tensors, metadata)
 
 
-def write_json(path: Path, data) -> None:
-    with StagedFiles() as files:
+def write_json(path: Path, data, durable: bool = True) -> None:
+    with StagedFiles(durable) as files:
         files.json(path, data)

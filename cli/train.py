@@ -280,20 +280,16 @@ def run_train(args) -> None:
 def write_previews(previews: dict, name: str, folder: Path) -> list[Path]:
     """Each stage's preview as NAME.preview-STAGE.png, and the last as NAME.preview.png (the thumbnail
     LoRA managers show), written together once the concept is saved."""
-    import io
-
-    from PIL import Image
-
+    from ..personalize.plot import png_bytes
     from ..safe_files import StagedFiles
 
     written = []
     with StagedFiles() as files:
         for index, (stage, image) in enumerate(previews.items()):
-            png = io.BytesIO()
-            Image.fromarray((image.movedim(0, -1).clamp(0, 1).numpy() * 255).round().astype("uint8")).save(png, format="PNG")
+            png = png_bytes(image.movedim(0, -1))
             names = [f"{name}.preview-{stage}.png"] + ([f"{name}.preview.png"] if index == len(previews) - 1 else [])
             for file_name in names:
-                files.bytes(folder / file_name, png.getvalue())
+                files.bytes(folder / file_name, png)
                 written.append(folder / file_name)
     return written
 

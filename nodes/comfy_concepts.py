@@ -12,10 +12,10 @@ import comfy.sd
 import comfy.utils
 import folder_paths
 import torch
-from PIL import Image
 
 from ..errors import SteerError
 from ..personalize.export import METADATA_FORMAT
+from ..personalize.plot import png_bytes
 
 CHECKPOINT_ROOT = ("steer", "attndreambooth_checkpoints")  # under ComfyUI's user directory
 NO_CONCEPTS = "(no concepts in models/loras)"
@@ -67,6 +67,6 @@ def preview_images(images: list[torch.Tensor], name: str) -> dict:
     shown = []
     for image in images:
         filename = f"steer_attndreambooth_{name}_{uuid.uuid4().hex[:8]}.png"
-        Image.fromarray((image.clamp(0, 1).numpy() * 255).round().astype("uint8")).save(folder / filename)
+        (folder / filename).write_bytes(png_bytes(image))
         shown.append({"filename": filename, "subfolder": "", "type": "temp"})
     return {"images": shown}

@@ -119,7 +119,8 @@ class CheckpointStore:
                 stale.unlink(missing_ok=True)
 
     def note_reached(self, stage_index: int, step: int) -> None:
-        write_json(self.folder / REACHED_FILE, {"fingerprint": self.fingerprint, "stage_index": stage_index, "step": step})
+        # Every step, so not flushed to disk: a marker lost to a power cut only makes the steps lost unknown.
+        write_json(self.folder / REACHED_FILE, {"fingerprint": self.fingerprint, "stage_index": stage_index, "step": step}, durable=False)
 
     def reached(self) -> tuple[int, int] | None:
         """(stage index, steps done in it) the last run of this fingerprint got to, or None."""

@@ -79,3 +79,13 @@ def _panel(draw: ImageDraw.ImageDraw, values, label, colour, box, stage_starts):
     draw.text((4, bottom - 10), f"{y_min:.3g}", fill="black")
     draw.text((left, bottom + 4), "step 1", fill="black")
     draw.text((right - 60, bottom + 4), f"step {count}", fill="black")
+
+
+def png_bytes(image) -> bytes:
+    """A (H, W, 3) float image in [0, 1] (a torch tensor or an array) as PNG file bytes."""
+    import io
+
+    pixels = np.asarray(image.clamp(0, 1) if hasattr(image, "clamp") else np.clip(image, 0, 1), dtype=np.float32)
+    buffer = io.BytesIO()
+    Image.fromarray((pixels * 255).round().astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
