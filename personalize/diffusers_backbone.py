@@ -24,7 +24,7 @@ from ..errors import SteerError
 from .backbone import EncodedPrompt
 from .latent_cache import LatentCache, sample_latents
 from .ldm_names import diffusers_to_ldm_names
-from .prompt import category_token_id, check_prompt_length, split_at_placeholder
+from .prompt import category_token_id, check_prompt_length, split_at_placeholder, split_at_placeholders
 from .regularizer import AttentionCapture, capturing_attention, merge_heads, split_heads
 from .schedule import NoiseSchedule
 from .stages import CROSS_ATTENTION, TOKEN, UNET
@@ -169,6 +169,17 @@ class DiffusersBackbone:
                 deltas[self._ldm_names[name]] = delta
         return deltas
 
+    @property
+    def base_unet(self) -> dict[str, torch.Tensor]:
+        """The UNet's weights as loaded, by diffusers name (CPU, original dtype); do not modify."""
+        return self._base_unet
+
+    def restore_base_unet(self) -> None:
+        """Put the loaded UNet weights back, e.g. to train another concept from the same model."""
+        with torch.no_grad():
+            for name, parameter in self.unet.named_parameters():
+                parameter.copy_(self._base_unet[name])
+
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         if enabled:
             self.unet.enable_gradient_checkpointing()
@@ -187,25 +198,39 @@ class DiffusersBackbone:
         return min(length, positions) if 0 < length else positions
 
     def encode_prompt(self, prompt: str) -> EncodedPrompt:
-        before_ids, after_ids = split_at_placeholder(prompt, self._word_ids)
-        # The slot's id is irrelevant (the hook overwrites its embedding); the category's keeps it in-vocabulary.
-        ids = [self.tokenizer.bos_token_id, *before_ids, after_ids[0], *after_ids, self.tokenizer.eos_token_id]
+        split_at_placeholder(prompt, self._word_ids)  # exactly one [V], followed by the category
+        embeddings, (token_index,) = self._encode_with_token(prompt)
+        return EncodedPrompt(embeddings=embeddings, token_index=token_index, category_index=token_index + 1)
+
+    @torch.no_grad()
+    def encode_concept_text(self, prompt: str) -> torch.Tensor:
+        """A sampling prompt with the trained token at every [V] (any number of them, or none)."""
+        return self._encode_with_token(prompt)[0].float()
+
+    def _encode_with_token(self, prompt: str) -> tuple[torch.Tensor, list[int]]:
+        pieces = split_at_placeholders(prompt, self._word_ids)
+        ids, slots = [self.tokenizer.bos_token_id, *pieces[0]], []
+        for after_ids in pieces[1:]:
+            # The slot's id is irrelevant (the hook overwrites its embedding); the category's keeps it in-vocabulary.
+            slots.append(len(ids))
+            ids += [after_ids[0], *after_ids]
+        ids.append(self.tokenizer.eos_token_id)
         max_length = self._max_length()
         check_prompt_length(len(ids), max_length)
         ids += [self.tokenizer.pad_token_id] * (max_length - len(ids))
-        token_index = 1 + len(before_ids)
 
         def insert_token(module, inputs, output):
             vector = self.token.to(output.dtype).view(1, 1, -1).expand(output.shape[0], 1, -1)
-            return torch.cat([output[:, :token_index], vector, output[:, token_index + 1 :]], dim=1)
+            for slot in slots:
+                output = torch.cat([output[:, :slot], vector, output[:, slot + 1 :]], dim=1)
+            return output
 
         handle = self.text_encoder.get_input_embeddings().register_forward_hook(insert_token)
         try:
-            input_ids = torch.tensor([ids], device=self.device)
-            embeddings = self.text_encoder(input_ids)[0]
+            embeddings = self.text_encoder(torch.tensor([ids], device=self.device))[0]
         finally:
             handle.remove()
-        return EncodedPrompt(embeddings=embeddings, token_index=token_index, category_index=token_index + 1)
+        return embeddings, slots
 
     @torch.no_grad()
     def encode_text(self, prompt: str) -> torch.Tensor:

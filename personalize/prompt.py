@@ -25,6 +25,16 @@ def split_at_placeholder(prompt: str, word_ids: WordIds) -> tuple[list[int], lis
     return before_ids, after_ids
 
 
+def split_at_placeholders(prompt: str, word_ids: WordIds) -> list[list[int]]:
+    """The word ids of the pieces around every CONCEPT_PLACEHOLDER (one more piece than placeholders),
+    for sampling prompts such as "a [V] dog and a [V] dog"; each [V] must be followed by a word."""
+    pieces = [part.strip() for part in prompt.split(CONCEPT_PLACEHOLDER)]
+    ids = [word_ids(piece) if piece else [] for piece in pieces]
+    if any(not after for after in ids[1:]):
+        raise SteerError(f"every {CONCEPT_PLACEHOLDER} must be followed by the category word: {prompt!r}")
+    return ids
+
+
 def check_prompt_length(length: int, max_length: int) -> None:
     """The whole token sequence (start and end tokens included) must fit the text encoder."""
     if length > max_length:
