@@ -29,9 +29,9 @@ MIN_FOREGROUND = 6  # pixels; fewer means "no shape"
 JUDGE_FILE = "shape_judge.safetensors"
 NONE = "none"
 
-_PALETTE = torch.tensor([COLORS[c] for c in COLOR_NAMES], dtype=torch.float32) / 255.0
+PALETTE = torch.tensor([COLORS[c] for c in COLOR_NAMES], dtype=torch.float32) / 255.0
 # Stripes are drawn in a shade of the colour; a shaded pixel still counts as that colour.
-_PALETTE_WITH_SHADES = torch.cat([_PALETTE, _PALETTE * STRIPE_SHADE])
+_PALETTE_WITH_SHADES = torch.cat([PALETTE, PALETTE * STRIPE_SHADE])
 _SHADE_LABELS = torch.arange(len(COLOR_NAMES)).repeat(2)
 
 
@@ -49,7 +49,7 @@ def background_rgb(images: torch.Tensor) -> torch.Tensor:
 
 def nearest_color(rgb: torch.Tensor) -> torch.Tensor:
     """(..., 3) -> (...) index into COLOR_NAMES."""
-    return torch.cdist(rgb.reshape(-1, 3), _PALETTE).argmin(dim=1).view(rgb.shape[:-1])
+    return torch.cdist(rgb.reshape(-1, 3), PALETTE).argmin(dim=1).view(rgb.shape[:-1])
 
 
 def foreground(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
