@@ -20,6 +20,19 @@ def add_world_bench_arguments(parser) -> None:
     _add_claim_bench_arguments(parser, steps="20,50")
 
 
+def add_personalize_bench_arguments(parser) -> None:
+    parser.add_argument("--concepts", help="comma-separated held-out concepts (default: all six)")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds (default 0,1)")
+    parser.add_argument("--methods", help="comma-separated subset of the methods (default: all; the verdicts need all)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write personalize_world.{md,json}, the plot, a sample grid and the raw records here; a rerun with the same "
+        "folder reuses the records already there",
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run: every stage's steps divided by 50 (its numbers mean nothing)")
+
+
 def add_digits_bench_arguments(parser) -> None:
     parser.add_argument("--per-class", type=int, default=10, help="samples per digit (default 10: 100 samples per method)")
     _add_claim_bench_arguments(parser, steps="20,50,100")

@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..benchmarks.arguments import add_digits_bench_arguments, add_guidance_bench_arguments, add_world_bench_arguments
+from ..benchmarks.arguments import (
+    add_digits_bench_arguments,
+    add_guidance_bench_arguments,
+    add_personalize_bench_arguments,
+    add_world_bench_arguments,
+)
 from ..errors import SteerError
 from .queue import add_queue_command
 from .train import add_train_command
@@ -37,6 +42,12 @@ def _bench_digits(args) -> int:
 
 def _bench_world(args) -> int:
     from ..benchmarks.world import execute
+
+    return execute(args)
+
+
+def _bench_personalize(args) -> int:
+    from ..benchmarks.personalize_world_cli import execute
 
     return execute(args)
 
@@ -92,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_world_bench_arguments(world_bench)
     world_bench.set_defaults(run=_bench_world)
+    personalize_bench = benches.add_parser(
+        "personalize",
+        help="AttnDreamBooth against Textual Inversion, DreamBooth and ablations on the world model's held-out concepts: "
+        "identity, prompt fidelity, leakage, time, memory",
+    )
+    add_personalize_bench_arguments(personalize_bench)
+    personalize_bench.set_defaults(run=_bench_personalize)
     return parser
 
 
