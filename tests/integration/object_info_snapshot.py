@@ -17,6 +17,9 @@ and drops only what V3 adds without changing how a workflow loads or validates:
 - the options of the combos that list files on the machine (ENVIRONMENT_COMBOS): they depend on what is installed,
   so only that the input is a combo is compared.
 
+Tooltips reworded since the snapshot (REWORDED_TOOLTIPS) are compared without their text, each with why: a
+tooltip is help text, which no workflow stores or reads.
+
 Inputs added since the snapshot (ADDED_INPUTS) are set aside too, each with why a saved workflow still loads: it
 must be optional and come after every published input, so the positional widget values of a UI workflow saved
 before it still line up and an API prompt without it gets its default.
@@ -40,6 +43,10 @@ ADDED_INPUTS = {
     ("SteerAttnDreamBoothTrain", "preview_prompt"): "issue 13: the prompt of the preview made at each stage end",
 }
 
+REWORDED_TOOLTIPS = {
+    ("SteerAttnDreamBoothTrain", "preset"): "issue 13: says which plan measured best on the world benchmark, and for what",
+}
+
 
 def snapshot() -> dict:
     return json.loads(SNAPSHOT_PATH.read_text(encoding="utf-8"))
@@ -60,6 +67,8 @@ def _comparable_spec(node: str, name: str, spec: list) -> list:
             del options["options"]
         if (node, name) in ENVIRONMENT_COMBOS:
             kind = [FILES_ON_THIS_MACHINE]
+    if (node, name) in REWORDED_TOOLTIPS:
+        options.pop("tooltip", None)
     return [kind, options]
 
 
