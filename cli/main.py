@@ -13,6 +13,7 @@ from ..benchmarks.arguments import (
     add_world_bench_arguments,
 )
 from ..errors import SteerError
+from .convert import add_convert_command
 from .queue import add_queue_command
 from .train import add_train_command
 
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_queue_command(commands)
     add_train_command(commands)
+    add_convert_command(commands)
 
     bench = commands.add_parser(
         "bench",
