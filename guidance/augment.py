@@ -56,16 +56,29 @@ class RandomAugment:
         self.geometry = K.AugmentationSequential(*geometry) if geometry else None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.with_weights(images, None)[0]
+
+    def with_weights(self, images: torch.Tensor, weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Views of images and, when given, of per-pixel weights (B, 1, H, W) under the same geometry
+        (the colour jitter touches the images only): a region mask that follows its image."""
         views = images.repeat(self.config.copies, *([1] * (images.dim() - 1)))
+        if weights is not None:
+            weights = weights.to(views.dtype).repeat(self.config.copies, 1, 1, 1)
         if self.config.color:
-            views = _diffaugment_color(views)
+            views = _diffaugment_color(views, weights)
+        if weights is not None:
+            channels = views.shape[1]
+            views = torch.cat([views, weights], dim=1)
         if self.geometry is not None:
             views = self.geometry(views)
-        return views
+        if weights is None:
+            return views, None
+        return views[:, :channels], views[:, channels:]
 
 
-def _diffaugment_color(x: torch.Tensor) -> torch.Tensor:
+def _diffaugment_color(x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """DiffAugment's colour jitter, rescaled from its [-1, 1] images to our [0, 1] ones.
+    With region weights, the contrast pivots on the region's mean, so nothing outside it counts.
 
     Written out rather than taken from kornia.enhance because kornia clamps to [0, 1],
     which zeroes the gradient on every saturated pixel.
@@ -76,7 +89,11 @@ def _diffaugment_color(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 3:
         channel_mean = x.mean(dim=1, keepdim=True)
         x = (x - channel_mean) * (torch.rand(shape, device=x.device, dtype=x.dtype) * 2.0) + channel_mean  # saturation
-    image_mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    if weights is None:
+        image_mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    else:
+        area = weights.sum(dim=(1, 2, 3), keepdim=True) * x.shape[1]
+        image_mean = (x * weights).sum(dim=(1, 2, 3), keepdim=True) / area.clamp(min=1e-6)
     return (x - image_mean) * (torch.rand(shape, device=x.device, dtype=x.dtype) + 0.5) + image_mean  # contrast
 
 
@@ -85,9 +102,16 @@ def augmented_loss(loss: Loss, images: torch.Tensor, augment: RandomAugment | No
     if augment is None or augment.config.copies == 0:
         return loss(images)
     copies, batch = augment.config.copies, images.shape[0]
-    values = loss(augment(images))
+    values = augmented_views_loss(loss, images, augment)
     if values.shape != (copies * batch,):
         raise SteerError(
             f"loss '{loss.name}' returned shape {tuple(values.shape)} for {copies * batch} images; a loss must return one value per image"
         )
     return values.view(copies, batch).mean(dim=0)
+
+
+def augmented_views_loss(loss: Loss, images: torch.Tensor, augment: RandomAugment) -> torch.Tensor:
+    """(copies·B,) the loss of each augmented view. Losses with `augmented(images, augment)` make
+    their own views (masked losses, and combinations holding one: their region must follow the view)."""
+    own = getattr(loss, "augmented", None)
+    return own(images, augment) if own is not None else loss(augment(images))

@@ -17,6 +17,7 @@ from .augment import RandomAugment, augmented_loss
 from .config import GuidanceConfig
 from .losses.base import Loss
 from .noise_law import VARIANCE_EXPLODING, NoiseLaw
+from .region import Region
 from .step_rules import STEP_RULES, StepContext, cap_displacement, per_sample_norm, per_sample_rms
 from .trace import GuidanceTrace, StepRecord
 
@@ -100,8 +101,12 @@ def sample(
     on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
     trace: GuidanceTrace | None = None,
+    region: Region | None = None,
 ) -> torch.Tensor:
     """Runs len(sigmas) − 1 guided steps from x at sigmas[0]; returns x at sigmas[-1].
+
+    `region`, if given, confines the guidance: each displacement is multiplied by the mask,
+    resized to the latent, before its cap; the rest of the latent is not pushed.
 
     `noise(like)` draws fresh N(0, I) noise for ancestral steps and time travel; by default a
     generator seeded with `seed`. The augmentations draw from torch's RNG, forked and seeded
@@ -136,7 +141,9 @@ def sample(
             for repeat in range(repeats):
                 if check_interrupt is not None:
                     check_interrupt()
-                x_next, x0 = _step(x, sigma, sigma_next, i, repeat, denoiser, decode, loss_now, config, law, rule, augment, noise, trace)
+                x_next, x0 = _step(
+                    x, sigma, sigma_next, i, repeat, denoiser, decode, loss_now, config, law, rule, augment, noise, trace, region
+                )
                 if repeat < repeats - 1:
                     x = law.renoise(x_next, sigma_next, sigma, noise(x_next))
                 else:
@@ -148,7 +155,7 @@ def sample(
     return x
 
 
-def _step(x, sigma, sigma_next, i, repeat, denoiser, decode, loss, config, law, rule, augment, noise, trace):
+def _step(x, sigma, sigma_next, i, repeat, denoiser, decode, loss, config, law, rule, augment, noise, trace, region):
     fresh = noise(x) if config.eta > 0 and float(sigma_next) > 0 else None
     if trace is not None:
         trace.model_calls += 1
@@ -168,6 +175,8 @@ def _step(x, sigma, sigma_next, i, repeat, denoiser, decode, loss, config, law, 
         noise_drop=law.noise(sigma) - law.noise(sigma_next),
     )
     displacement = rule(grad, context, config.scale, config.min_grad_norm)
+    if region is not None:
+        displacement = displacement * region.weights_like(displacement)
     if config.gradient_path == "through_model":
         # Algorithm 1/2: the displacement lands on x_{t-1}; cap it relative to the noise in x.
         displacement, capped = cap_displacement(displacement, config.max_step * law.noise(sigma))

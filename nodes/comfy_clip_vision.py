@@ -56,6 +56,7 @@ class ComfyCLIPVisionEncoder:
         self.vision = model.vision_model
         self.projection = model.visual_projection
         self.num_blocks = len(self.vision.encoder.layers)
+        self.embed_dim = int(self.projection.weight.shape[0])
         size = int(clip_vision.image_size)
         self.preprocess = ImagePreprocess(
             size=(size, size), mean=tuple(clip_vision.image_mean), std=tuple(clip_vision.image_std), resample="bicubic", fit=fit

@@ -51,6 +51,7 @@ class ImageEncoder(Protocol):
 
     name: str
     num_blocks: int  # transformer blocks in the tower
+    embed_dim: int  # width of `embed`'s output
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, D) float32 image embeddings in the joint text/image space (not normalised)."""
@@ -79,6 +80,9 @@ class HFCLIPEncoder:
         self.preprocess = model.preprocess(fit)
         vision_config = model.config.get("vision_config", model.config) if model.kind == "clip" else model.config
         self.num_blocks = int(vision_config.get("num_hidden_layers", 12))
+        # CLIPModel and CLIPVisionModelWithProjection project to projection_dim; a bare CLIPVisionModel gives its width.
+        projected = "CLIPVisionModel" not in (model.config.get("architectures") or [])
+        self.embed_dim = int(model.config.get("projection_dim", 512) if projected else vision_config.get("hidden_size", 768))
         self.name = model.name
 
     def _towers(self, device: torch.device):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ...errors import SteerError
+from ..augment import augmented_views_loss
 from .base import Loss, Window
 
 
@@ -26,6 +27,17 @@ class CombinedLoss:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return sum(term.weight * term.loss(images) for term in self.terms)
+
+    @property
+    def has_regions(self) -> bool:
+        return any(getattr(term.loss, "has_regions", False) for term in self.terms)
+
+    def augmented(self, images: torch.Tensor, augment) -> torch.Tensor:
+        """(copies·B,) per-view values. Without masked terms all terms score the same views, in one
+        batch each; a masked term makes its own views, whose region follows them."""
+        if not self.has_regions:
+            return self(augment(images))
+        return sum(term.weight * augmented_views_loss(term.loss, images, augment) for term in self.terms)
 
     def at(self, progress: float) -> "CombinedLoss | None":
         """Only the terms whose window holds this point of the schedule; None when none does."""

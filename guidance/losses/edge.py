@@ -5,30 +5,53 @@ from __future__ import annotations
 import kornia
 import torch
 
+from .color import weighted_mean
 from .reference import ReferenceImages
 
 
-def edge_map(images: torch.Tensor) -> torch.Tensor:
-    """Sobel gradient magnitude of the luminance, scaled to unit RMS per image so that
-    structure, not contrast, is compared."""
+def sobel_edges(images: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) Sobel gradient magnitude of the luminance."""
     gray = kornia.color.rgb_to_grayscale(images) if images.shape[1] == 3 else images
-    edges = kornia.filters.sobel(gray, normalized=True, eps=1e-6)
-    rms = edges.square().mean(dim=(1, 2, 3), keepdim=True).add(1e-8).sqrt()
-    return edges / rms
+    return kornia.filters.sobel(gray, normalized=True, eps=1e-6)
+
+
+def unit_rms(edges: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Edges scaled to unit RMS per image (over the region, when weights are given), so that
+    structure, not contrast, is compared."""
+    return edges / weighted_mean(edges.square(), weights, keepdim=True).add(1e-8).sqrt()
+
+
+def edge_map(images: torch.Tensor) -> torch.Tensor:
+    return unit_rms(sobel_edges(images))
 
 
 class EdgeLoss:
-    """Mean squared difference of edge maps; several references are averaged into one target map."""
+    """Mean squared difference of edge maps; several references are averaged into one target map.
+
+    A pixel loss (see color.py): with weights (a region), both maps are scaled over the region and
+    compared there only.
+    """
 
     def __init__(self, reference: torch.Tensor):
         self.reference = ReferenceImages(reference, "edge reference")
         self.name = "edges(reference)"
-        self._target_key = None
-        self._target = None
+        self._key = None
+        self._edges = None
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def _reference_edges(self, images: torch.Tensor) -> torch.Tensor:
         ref = self.reference.like(images)
         key = (ref.data_ptr(), ref.shape)
-        if key != self._target_key:
-            self._target, self._target_key = edge_map(ref).mean(dim=0, keepdim=True), key
-        return (edge_map(images) - self._target).square().mean(dim=(1, 2, 3))
+        if key != self._key:
+            self._edges, self._key = sobel_edges(ref), key
+        return self._edges
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.weighted(images, None)
+
+    def weighted(self, images: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        references = self._reference_edges(images)  # (N, 1, H, W)
+        if weights is None:
+            target = unit_rms(references).mean(dim=0, keepdim=True)
+        else:
+            target = torch.stack([unit_rms(references, w[None].expand(len(references), -1, -1, -1)).mean(dim=0) for w in weights])
+        return weighted_mean((unit_rms(sobel_edges(images), weights) - target).square(), weights)[:, 0]
