@@ -31,8 +31,8 @@ NONE = "none"
 
 PALETTE = torch.tensor([COLORS[c] for c in COLOR_NAMES], dtype=torch.float32) / 255.0
 # Stripes are drawn in a shade of the colour; a shaded pixel still counts as that colour.
-_PALETTE_WITH_SHADES = torch.cat([PALETTE, PALETTE * STRIPE_SHADE])
-_SHADE_LABELS = torch.arange(len(COLOR_NAMES)).repeat(2)
+PALETTE_WITH_SHADES = torch.cat([PALETTE, PALETTE * STRIPE_SHADE])
+SHADE_LABELS = torch.arange(len(COLOR_NAMES)).repeat(2)  # PALETTE_WITH_SHADES index -> COLOR_NAMES index
 
 
 def _border(images: torch.Tensor) -> torch.Tensor:
@@ -124,8 +124,8 @@ class Judges:
         hidden = self.shape_judge.body(masks)
         shape_idx = self.shape_judge.head(hidden).argmax(1)
         counts = hard.flatten(1).sum(1)
-        pixel_colors = torch.cdist(images.permute(0, 2, 3, 1).reshape(-1, 3), _PALETTE_WITH_SHADES).argmin(1)
-        pixel_colors = _SHADE_LABELS[pixel_colors].view(b, h, w)
+        pixel_colors = torch.cdist(images.permute(0, 2, 3, 1).reshape(-1, 3), PALETTE_WITH_SHADES).argmin(1)
+        pixel_colors = SHADE_LABELS[pixel_colors].view(b, h, w)
         bg_idx = nearest_color(bg)
         shapes, colors, places, sizes = [], [], [], []
         analytic = torch.zeros(b, 10)
