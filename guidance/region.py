@@ -25,7 +25,8 @@ class Region:
             mask = mask[:, 0]
         if mask.dim() != 3 or mask.numel() == 0:
             raise SteerError(f"{what} must be a non-empty MASK (N, H, W) or (H, W), got shape {tuple(mask.shape)}")
-        mask = mask.detach().float().cpu()
+        with torch.inference_mode(False):  # a mask made inside a ComfyUI prompt is an inference tensor autograd cannot save
+            mask = mask.detach().float().cpu().clone()
         if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
             raise SteerError(f"{what} values must lie in [0, 1] (a ComfyUI MASK), got {float(mask.min()):.3g} to {float(mask.max()):.3g}")
         empty = [str(i) for i in range(mask.shape[0]) if not bool((mask[i] > 0).any())]
@@ -41,7 +42,10 @@ class Region:
         if count == 1:
             return self.mask.expand(batch, -1, -1)
         if count != batch:
-            raise SteerError(f"{self.what} has a batch of {count} masks but {batch} samples are guided; give one mask, or one per sample")
+            raise SteerError(
+                f"{self.what} has a batch of {count} masks but {batch} sample{'s are' if batch != 1 else ' is'} guided; "
+                "give one mask, or one per sample"
+            )
         return self.mask
 
     def weights(self, batch: int, size: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:

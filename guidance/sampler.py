@@ -122,6 +122,8 @@ def sample(
         def noise(like: torch.Tensor) -> torch.Tensor:
             return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
+    if region is not None:
+        region.weights_like(x)  # a mask batch unlike the samples' fails now, not at the first guided step
     augment = RandomAugment(config.augment) if config.augment.copies > 0 else None
     rule = STEP_RULES[config.step_rule]
     if trace is not None:

@@ -5,12 +5,13 @@ Each node module lists its classes in NODES; a node's id lives only in its schem
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import guidance_nodes, loss_nodes, model_loss_nodes, personalize_nodes
+from . import guidance_nodes, loss_nodes, model_loss_nodes, personalize_nodes, reward_nodes
 
 NODES: tuple[type[io.ComfyNode], ...] = (
     *guidance_nodes.NODES,
     *loss_nodes.NODES,
     *model_loss_nodes.NODES,
+    *reward_nodes.NODES,
     *personalize_nodes.NODES,
 )
 

@@ -25,6 +25,7 @@ from ..guidance.checkpointing import gradient_checkpointing
 from ..guidance.config import GuidanceConfig
 from ..guidance.losses.base import Loss
 from ..guidance.noise_law import FLOW, VARIANCE_EXPLODING
+from ..guidance.region import Region
 from ..guidance.sampler import sample
 from ..guidance.trace import GuidanceTrace
 from ..safe_files import is_safetensors, read_safetensors
@@ -181,6 +182,7 @@ def guided_sampler_function(
     trace: GuidanceTrace,
     loss_decoder: str = "vae",
     checkpointing: bool = True,
+    region: Region | None = None,
 ):
     """A k-diffusion style sampler function for comfy.samplers.KSAMPLER."""
     extra_args = dict(extra_args or {})
@@ -219,10 +221,19 @@ def guided_sampler_function(
             on_step=on_step,
             check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
             trace=trace,
+            region=region,
         )
 
 
-def make_sampler(vae, loss: Loss, config: GuidanceConfig, trace: GuidanceTrace, loss_decoder: str = "vae", checkpointing: bool = True):
+def make_sampler(
+    vae,
+    loss: Loss,
+    config: GuidanceConfig,
+    trace: GuidanceTrace,
+    loss_decoder: str = "vae",
+    checkpointing: bool = True,
+    region: Region | None = None,
+):
     if loss_decoder not in LOSS_DECODERS:
         raise SteerError(f"loss_decoder must be one of {LOSS_DECODERS}, got {loss_decoder!r}")
     return comfy.samplers.KSAMPLER(
@@ -234,5 +245,6 @@ def make_sampler(vae, loss: Loss, config: GuidanceConfig, trace: GuidanceTrace, 
             "trace": trace,
             "loss_decoder": loss_decoder,
             "checkpointing": checkpointing,
+            "region": region,
         },
     )

@@ -13,6 +13,7 @@ from ..guidance.plot import plot_trace
 from ..guidance.step_rules import STEP_RULES
 from ..guidance.trace import GuidanceTrace
 from .comfy_guidance import LOSS_DECODERS, make_sampler
+from .regions import SAMPLER_MASK, mask_input, sampler_region
 from .schema import Choice, Loss, Trace, fraction, gradient_checkpointing
 
 CATEGORY = "Steer/sampling"
@@ -79,15 +80,16 @@ class SteerGuidedSampler(io.ComfyNode):
                     "lower it if images break up or become noisy.",
                 ),
                 loss_decoder_input(),
+                mask_input(SAMPLER_MASK),
             ],
             outputs=sampler_outputs(),
         )
 
     @classmethod
-    def execute(cls, vae, loss, preset: str, strength: float, loss_decoder: str = "vae") -> io.NodeOutput:
+    def execute(cls, vae, loss, preset: str, strength: float, loss_decoder: str = "vae", mask=None) -> io.NodeOutput:
         config = preset_config(preset).with_strength(strength)
         trace = GuidanceTrace(label=preset)
-        return io.NodeOutput(make_sampler(vae, loss, config, trace, loss_decoder=loss_decoder), trace)
+        return io.NodeOutput(make_sampler(vae, loss, config, trace, loss_decoder=loss_decoder, region=sampler_region(mask)), trace)
 
 
 class SteerGuidedSamplerAdvanced(io.ComfyNode):
@@ -185,6 +187,7 @@ class SteerGuidedSamplerAdvanced(io.ComfyNode):
                     "Gradient checkpointing on the gradient path (UNet and VAE decoder blocks): recomputes activations in the backward "
                     "pass instead of storing them. Much less memory for a little more time; turn off only if memory is plentiful."
                 ),
+                mask_input(SAMPLER_MASK),
             ],
             outputs=sampler_outputs(),
         )
@@ -208,6 +211,7 @@ class SteerGuidedSamplerAdvanced(io.ComfyNode):
         eta,
         loss_decoder="vae",
         gradient_checkpointing=True,
+        mask=None,
     ) -> io.NodeOutput:
         config = GuidanceConfig(
             gradient_path=gradient_path,
@@ -221,7 +225,10 @@ class SteerGuidedSamplerAdvanced(io.ComfyNode):
             eta=eta,
         )
         trace = GuidanceTrace(label="advanced")
-        return io.NodeOutput(make_sampler(vae, loss, config, trace, loss_decoder=loss_decoder, checkpointing=gradient_checkpointing), trace)
+        sampler = make_sampler(
+            vae, loss, config, trace, loss_decoder=loss_decoder, checkpointing=gradient_checkpointing, region=sampler_region(mask)
+        )
+        return io.NodeOutput(sampler, trace)
 
 
 class SteerGuidanceReport(io.ComfyNode):

@@ -12,6 +12,7 @@ from ..guidance.losses.color import COLOR_MATCHES, ReferenceColorLoss, TargetCol
 from ..guidance.losses.combine import CombinedLoss, LossTerm
 from ..guidance.losses.edge import EdgeLoss
 from .comfy_common import image_to_bchw
+from .regions import PIXEL_LOSS_MASK, mask_input, with_region
 from .schema import Choice, Loss, fraction, loss_output
 
 CATEGORY = "Steer/losses"
@@ -50,15 +51,16 @@ class SteerColorLoss(io.ComfyNode):
                     optional=True,
                     tooltip="Optional. Match this image's per-channel colour mean and spread instead of a single colour.",
                 ),
+                mask_input(PIXEL_LOSS_MASK),
             ],
             outputs=[loss_output()],
         )
 
     @classmethod
-    def execute(cls, color: str, match: str, reference=None) -> io.NodeOutput:
+    def execute(cls, color: str, match: str, reference=None, mask=None) -> io.NodeOutput:
         if reference is not None:
-            return io.NodeOutput(ReferenceColorLoss(image_to_bchw(reference)))
-        return io.NodeOutput(TargetColorLoss(parse_hex_color(color), match=match))
+            return io.NodeOutput(with_region(ReferenceColorLoss(image_to_bchw(reference)), mask))
+        return io.NodeOutput(with_region(TargetColorLoss(parse_hex_color(color), match=match), mask))
 
 
 class SteerEdgeLoss(io.ComfyNode):
@@ -74,13 +76,14 @@ class SteerEdgeLoss(io.ComfyNode):
                 io.Image.Input(
                     "reference", tooltip="The image whose edges the result should follow. Several images are averaged into one edge map."
                 ),
+                mask_input(PIXEL_LOSS_MASK),
             ],
             outputs=[loss_output()],
         )
 
     @classmethod
-    def execute(cls, reference) -> io.NodeOutput:
-        return io.NodeOutput(EdgeLoss(image_to_bchw(reference)))
+    def execute(cls, reference, mask=None) -> io.NodeOutput:
+        return io.NodeOutput(with_region(EdgeLoss(image_to_bchw(reference)), mask))
 
 
 def combine_slot_inputs(slot: int) -> list[io.Input]:
@@ -109,7 +112,7 @@ class SteerCombineLosses(io.ComfyNode):
             display_name="Steer Combine Losses",
             category=CATEGORY,
             description="A weighted sum of up to four losses, each active only in its own part of the schedule (start/end as "
-            "fractions of the steps).",
+            "fractions of the steps). Losses with masks keep them: region A can go red while region B takes a reference's style.",
             inputs=[spec for slot in range(1, COMBINE_SLOTS + 1) for spec in combine_slot_inputs(slot)],
             outputs=[loss_output("The combined loss, for a Steer guided sampler or another Combine node.")],
         )

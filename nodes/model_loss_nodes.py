@@ -19,6 +19,7 @@ from ..guidance.losses.clip import DISTANCES, CLIPImageLoss, CLIPStyleLoss, CLIP
 from ..guidance.preprocess import FITS
 from .comfy_clip_vision import ComfyCLIPVisionEncoder
 from .comfy_common import image_to_bchw
+from .regions import MODEL_LOSS_MASK, mask_input, with_region
 from .schema import Choice, GuidanceModel, loss_output
 
 CATEGORY = "Steer/losses"
@@ -184,16 +185,16 @@ class SteerCLIPTextLoss(io.ComfyNode):
                 ),
                 distance_input(),
                 fit_input(),
+                mask_input(MODEL_LOSS_MASK),
             ],
             outputs=[model_loss_output("2–10")],
         )
 
     @classmethod
-    def execute(cls, guidance_model, prompt, negative_prompt, negative_weight, distance, fit) -> io.NodeOutput:
+    def execute(cls, guidance_model, prompt, negative_prompt, negative_weight, distance, fit, mask=None) -> io.NodeOutput:
         encoder = HFCLIPEncoder(guidance_model, fit=fit)
-        return io.NodeOutput(
-            CLIPTextLoss(encoder, prompt, negative_prompt=negative_prompt, negative_weight=negative_weight, distance=distance)
-        )
+        loss = CLIPTextLoss(encoder, prompt, negative_prompt=negative_prompt, negative_weight=negative_weight, distance=distance)
+        return io.NodeOutput(with_region(loss, mask))
 
 
 class SteerCLIPImageLoss(io.ComfyNode):
@@ -211,14 +212,15 @@ class SteerCLIPImageLoss(io.ComfyNode):
                 distance_input(),
                 fit_input(),
                 *image_encoder_inputs(),
+                mask_input(MODEL_LOSS_MASK),
             ],
             outputs=[model_loss_output("2–10")],
         )
 
     @classmethod
-    def execute(cls, reference, distance, fit, guidance_model=None, clip_vision=None) -> io.NodeOutput:
+    def execute(cls, reference, distance, fit, guidance_model=None, clip_vision=None, mask=None) -> io.NodeOutput:
         encoder = image_encoder(guidance_model, clip_vision, fit)
-        return io.NodeOutput(CLIPImageLoss(encoder, image_to_bchw(reference), distance=distance))
+        return io.NodeOutput(with_region(CLIPImageLoss(encoder, image_to_bchw(reference), distance=distance), mask))
 
 
 class SteerStyleLoss(io.ComfyNode):
@@ -248,14 +250,15 @@ class SteerStyleLoss(io.ComfyNode):
                 ),
                 fit_input(),
                 *image_encoder_inputs(),
+                mask_input(MODEL_LOSS_MASK),
             ],
             outputs=[model_loss_output("1–5")],
         )
 
     @classmethod
-    def execute(cls, reference, block, fit, guidance_model=None, clip_vision=None) -> io.NodeOutput:
+    def execute(cls, reference, block, fit, guidance_model=None, clip_vision=None, mask=None) -> io.NodeOutput:
         encoder = image_encoder(guidance_model, clip_vision, fit)
-        return io.NodeOutput(CLIPStyleLoss(encoder, image_to_bchw(reference), block=block))
+        return io.NodeOutput(with_region(CLIPStyleLoss(encoder, image_to_bchw(reference), block=block), mask))
 
 
 class SteerClassifierLoss(io.ComfyNode):
@@ -288,15 +291,16 @@ class SteerClassifierLoss(io.ComfyNode):
                     "neg_logit: −score, for one-output regression heads such as aesthetic scorers.",
                 ),
                 fit_input(),
+                mask_input(MODEL_LOSS_MASK),
             ],
             outputs=[model_loss_output("0.5–2 for cross_entropy, 2–10 for neg_probability")],
         )
 
     @classmethod
-    def execute(cls, guidance_model, label, objective, fit) -> io.NodeOutput:
+    def execute(cls, guidance_model, label, objective, fit, mask=None) -> io.NodeOutput:
         if not str(label).strip():
             raise SteerError("the classifier loss needs a label: a class name from the model's id2label, or its index")
-        return io.NodeOutput(ClassifierLoss(guidance_model, label, objective=objective, fit=fit))
+        return io.NodeOutput(with_region(ClassifierLoss(guidance_model, label, objective=objective, fit=fit), mask))
 
 
 NODES = (SteerLoadGuidanceModel, SteerCLIPTextLoss, SteerCLIPImageLoss, SteerStyleLoss, SteerClassifierLoss)

@@ -44,7 +44,8 @@ class RewardHead:
                     + (f" and its bias {tuple(bias.shape)}" if bias is not None else "")
                     + "; a reward head is made of Linear layers only (2-D weights, 1-D biases)"
                 )
-            layers.append((weight.detach().float().clone(), None if bias is None else bias.detach().float().clone()))
+            with torch.inference_mode(False):  # built inside a ComfyUI prompt; autograd must be able to save them
+                layers.append((weight.detach().float().clone(), None if bias is None else bias.detach().float().clone()))
         if not layers:
             raise SteerError(f"{name} holds no Linear layer (no tensor named *.weight); it is not a reward head")
         for (previous, _), (weight, _), prefix in zip(layers, layers[1:], prefixes[1:]):

@@ -5,6 +5,7 @@
   under ~/.cache/steer-tests (or STEER_TEST_CACHE).
 - stage_tiny_clip(): the tiny Hugging Face CLIP folder of tests/unit/tiny_models.py in models/steer.
 - stage_clip_vision(): the cached CLIP vision file, linked into models/clip_vision.
+- stage_reward_head(): a random reward head for the tiny CLIP, LAION-aesthetic layout, in models/steer.
 - stage_concept(): an AttnDreamBooth concept for the fixture checkpoint, written by the pack's own
   writer (random token and cross-attention changes), as Steer AttnDreamBooth Train saves one.
 """
@@ -42,6 +43,23 @@ def stage_tiny_clip(models_dir: Path) -> str:
     if not (folder / "config.json").exists():
         write_tiny_clip(folder)
     return TINY_CLIP_FOLDER
+
+
+def stage_reward_head(models_dir: Path, name: str, seed: int = 0) -> str:
+    """A random head (Linear, Dropout, Linear: the LAION aesthetic predictor's layout, shortened) on the
+    tiny CLIP's embedding, as models/steer/NAME; returns NAME."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    clip_config = json.loads((Path(models_dir) / "steer" / stage_tiny_clip(models_dir) / "config.json").read_text())
+    torch.manual_seed(seed)
+    layers = torch.nn.Sequential(torch.nn.Linear(int(clip_config["projection_dim"]), 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 1))
+    path = Path(models_dir) / "steer" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({f"layers.{key}": value.contiguous() for key, value in layers.state_dict().items()}, str(path))
+    return name
 
 
 def stage_clip_vision(models_dir: Path) -> str:

@@ -17,8 +17,11 @@ and drops only what V3 adds without changing how a workflow loads or validates:
 - the options of the combos that list files on the machine (ENVIRONMENT_COMBOS): they depend on what is installed,
   so only that the input is a combo is compared.
 
-Tooltips reworded since the snapshot (REWORDED_TOOLTIPS) are compared without their text, each with why: a
-tooltip is help text, which no workflow stores or reads.
+Tooltips and descriptions reworded since the snapshot (REWORDED_TOOLTIPS, REWORDED_DESCRIPTIONS) are compared
+without their text, each with why: they are help text, which no workflow stores or reads.
+
+Nodes added since the snapshot are published in data/object_info_added.json (their first /object_info entry, as
+served by V3) and compared like the others.
 
 Inputs added since the snapshot (ADDED_INPUTS) are set aside too, each with why a saved workflow still loads: it
 must be optional and come after every published input, so the positional widget values of a UI workflow saved
@@ -32,24 +35,45 @@ import json
 from pathlib import Path
 
 SNAPSHOT_PATH = Path(__file__).with_name("data") / "object_info_v1.json"
+ADDED_NODES_PATH = SNAPSHOT_PATH.with_name("object_info_added.json")
 PACK_MODULE = "custom_nodes.steer"
 
 FALSE_FLAGS_V3_SENDS = ("deprecated", "experimental", "api_node")
 OUTPUT_NODE_HIDDEN = {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}
-ENVIRONMENT_COMBOS = {("SteerLoadGuidanceModel", "model_folder"), ("SteerAttnDreamBoothLoad", "concept")}
+ENVIRONMENT_COMBOS = {("SteerLoadGuidanceModel", "model_folder"), ("SteerAttnDreamBoothLoad", "concept"), ("SteerRewardLoss", "head")}
 FILES_ON_THIS_MACHINE = "<files on this machine>"
 ADDED_INPUTS = {
     ("SteerAttnDreamBoothTrain", "checkpoint_minutes"): "issue 15: the checkpoint interval inside a stage (default 10 minutes)",
     ("SteerAttnDreamBoothTrain", "preview_prompt"): "issue 13: the prompt of the preview made at each stage end",
+    **{
+        (node, "mask"): "issue 16: an optional region MASK (a socket, no widget)"
+        for node in (
+            "SteerColorLoss",
+            "SteerEdgeLoss",
+            "SteerCLIPTextLoss",
+            "SteerCLIPImageLoss",
+            "SteerStyleLoss",
+            "SteerClassifierLoss",
+            "SteerGuidedSampler",
+            "SteerGuidedSamplerAdvanced",
+        )
+    },
 }
 
 REWORDED_TOOLTIPS = {
     ("SteerAttnDreamBoothTrain", "preset"): "issue 13: says which plan measured best on the world benchmark, and for what",
 }
+REWORDED_DESCRIPTIONS = {
+    "SteerCombineLosses": "issue 16: says that masked losses keep their regions when combined",
+}
 
 
 def snapshot() -> dict:
-    return json.loads(SNAPSHOT_PATH.read_text(encoding="utf-8"))
+    """The published entries: the V1 snapshot and the nodes added since."""
+    published = json.loads(SNAPSHOT_PATH.read_text(encoding="utf-8"))
+    added = json.loads(ADDED_NODES_PATH.read_text(encoding="utf-8"))
+    assert not set(published) & set(added), "a node is in both snapshot files"
+    return {**published, **added}
 
 
 def pack_entries(object_info: dict) -> dict:
@@ -75,6 +99,8 @@ def _comparable_spec(node: str, name: str, spec: list) -> list:
 def comparable(node: str, entry: dict) -> dict:
     """`entry` without what V3 adds and no workflow reads (see the module docstring); everything else as it is."""
     entry = copy.deepcopy(entry)
+    if node in REWORDED_DESCRIPTIONS:
+        entry.pop("description", None)
     for flag in FALSE_FLAGS_V3_SENDS:
         if entry.get(flag, False) is False:
             entry.pop(flag, None)
@@ -93,6 +119,9 @@ def comparable(node: str, entry: dict) -> dict:
                 continue  # not last: left in, so the comparison reports it
             del inputs["optional"][name]
             order["optional"] = order["optional"][:-1]
+    if "optional" in inputs and not inputs["optional"]:  # the added inputs were the only optional ones
+        del inputs["optional"]
+        order.pop("optional", None)
     for section, specs in inputs.items():
         entry["input"][section] = {name: _comparable_spec(node, name, spec) for name, spec in specs.items()}
     return entry

@@ -13,8 +13,9 @@ from typing import Callable
 
 import pytest
 import requests
+import torch
 from comfy_server import CHECKPOINT_NAME, ExecutionFailed, PromptBuilder, PromptRejected
-from fixture_models import stage_concept, stage_tiny_clip
+from fixture_models import stage_concept, stage_reward_head, stage_tiny_clip
 from graphs import sampling_graph
 from unit.tiny_models import write_tiny_classifier
 
@@ -34,7 +35,8 @@ def _sampled(loss_factory=None, steps=1, **sampler):
     def build(comfy):
         def steer(b, ckpt):
             loss = loss_factory(b) if loss_factory else b.node("SteerColorLoss", color="#ff0000", match="pixels")
-            inputs = {"vae": ckpt.out(2), "loss": loss.out(0), "preset": "mpgd", "strength": 1.0, **sampler}
+            extra = {key: value(b) if callable(value) else value for key, value in sampler.items()}  # callables make links
+            inputs = {"vae": ckpt.out(2), "loss": loss.out(0), "preset": "mpgd", "strength": 1.0, **extra}
             return b.node("SteerGuidedSampler", node_id="steer", **inputs)
 
         return sampling_graph(steer, steps=steps, prefix="bad")[0].prompt()
@@ -81,6 +83,20 @@ def _loss(class_type, **inputs):
 
 def _image(b, width=32, height=32):
     return b.node("EmptyImage", width=width, height=height, batch_size=1, color=0x808080).out(0)
+
+
+def _mask(b, value, batch=1):
+    """A 64x64 MASK of one value from stock nodes; batch > 1 through an image batch."""
+    if batch == 1:
+        return b.node("SolidMask", value=value, width=64, height=64).out(0)
+    level = int(round(value * 255))
+    image = b.node("EmptyImage", width=64, height=64, batch_size=batch, color=(level << 16) | (level << 8) | level)
+    return b.node("ImageToMask", image=image.out(0), channel="red").out(0)
+
+
+def _reward(head, activation="none", clip=True):
+    extra = {"guidance_model": _guidance_model("tiny-clip")} if clip else {}
+    return _loss("SteerRewardLoss", head=head, activation=activation, fit="stretch", **extra)
 
 
 def _guidance_model(folder, precision="auto"):
@@ -333,6 +349,18 @@ CASES = [
         _sampled(_loss("SteerStyleLoss", reference=_image, guidance_model=_guidance_model("tiny-clip"), block=0, fit="squash")),
         REJECT,
     ),
+    # --- region masks ---
+    Case("all-zero loss mask", _sampled(_loss("SteerColorLoss", color="#ff0000", match="pixels", mask=lambda b: _mask(b, 0))), STEER_ERROR),
+    Case("all-zero sampler mask", _sampled(mask=lambda b: _mask(b, 0.0)), STEER_ERROR),
+    Case("three sampler masks for one sample", _sampled(mask=lambda b: _mask(b, 1.0, batch=3)), STEER_ERROR),
+    Case("mask wired to an image", _sampled(_loss("SteerColorLoss", color="#ff0000", match="pixels", mask=_image)), REJECT),
+    # --- reward heads ---
+    Case("reward head for another CLIP width", _sampled(_reward("hostile_wide_head.safetensors")), STEER_ERROR),
+    Case("reward head of conv weights", _sampled(_reward("hostile_conv_head.safetensors")), STEER_ERROR),
+    Case("reward head of random bytes", _sampled(_reward("hostile_bytes_head.safetensors")), STEER_ERROR),
+    Case("reward head that is not listed", _sampled(_reward("../../etc/passwd")), REJECT),
+    Case("unknown reward activation", _sampled(_reward("campaign_head.safetensors", activation="tanh")), REJECT),
+    Case("reward loss with no CLIP connected", _sampled(_reward("campaign_head.safetensors", clip=False)), STEER_ERROR),
     # --- the report ---
     Case(
         "report samples wired to an image",
@@ -375,6 +403,17 @@ def _stage_hostile_concepts(models_dir):
         (loras / f"{name}.json").write_text(json.dumps({**metadata, "name": name, "unet_file": f"{name}.safetensors"}))
 
 
+def _stage_hostile_heads(models_dir):
+    """Reward heads in models/steer: one that works, and files that are not heads for the tiny CLIP."""
+    from safetensors.torch import save_file
+
+    stage_reward_head(models_dir, "campaign_head.safetensors")
+    steer = models_dir / "steer"
+    save_file({"weight": torch.zeros(1, 768), "bias": torch.zeros(1)}, str(steer / "hostile_wide_head.safetensors"))
+    save_file({"conv.weight": torch.zeros(1, 3, 3, 3)}, str(steer / "hostile_conv_head.safetensors"))
+    (steer / "hostile_bytes_head.safetensors").write_bytes(os.urandom(4096))
+
+
 def _files_outside_models(base_dir) -> set[str]:
     return {
         str(p.relative_to(base_dir))
@@ -389,6 +428,7 @@ def campaign(comfy):
     if not (comfy.models_dir / "steer" / "tiny-classifier" / "config.json").exists():
         write_tiny_classifier(comfy.models_dir / "steer" / "tiny-classifier")
     _stage_hostile_concepts(comfy.models_dir)
+    _stage_hostile_heads(comfy.models_dir)
     return comfy
 
 

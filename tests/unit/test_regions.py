@@ -11,6 +11,7 @@ from steer.errors import SteerError
 from steer.guidance.augment import AugmentConfig, RandomAugment, augmented_loss
 from steer.guidance.config import GuidanceConfig, TimeTravel, preset
 from steer.guidance.hf_models import load_guidance_model
+from steer.guidance.losses.base import Window
 from steer.guidance.losses.clip import CLIPImageLoss, HFCLIPEncoder
 from steer.guidance.losses.color import ReferenceColorLoss, TargetColorLoss
 from steer.guidance.losses.combine import CombinedLoss, LossTerm
@@ -163,8 +164,19 @@ def test_the_sampler_region_confines_the_displacement(name):
     assert (inside["unguided"] - inside["confined"] > 0.8 * (inside["unguided"] - inside["everywhere"])).all(), inside
 
 
-def test_a_mask_batch_that_does_not_match_the_samples_stops_the_sampler():
+def test_a_mask_batch_that_does_not_match_the_samples_stops_the_sampler_before_the_first_step():
     sigmas = karras_like_sigmas(3)
+    unguided_start = GuidanceConfig(window=Window(0.9, 1.0))  # the first steps are not guided
+    with pytest.raises(SteerError, match="batch of 3 masks but 2 samples"):
+        sample(
+            GaussianDenoiser(),
+            lambda x: x,
+            TargetColorLoss(RED),
+            torch.randn(2, 3, 8, 8),
+            sigmas,
+            unguided_start,
+            region=Region(torch.ones(3, 8, 8)),
+        )
     with pytest.raises(SteerError, match="batch of 3 masks but 2 samples"):
         sample(
             GaussianDenoiser(),
@@ -175,3 +187,12 @@ def test_a_mask_batch_that_does_not_match_the_samples_stops_the_sampler():
             GuidanceConfig(),
             region=Region(torch.ones(3, 8, 8)),
         )
+
+
+def test_a_mask_made_under_inference_mode_still_gives_gradients():
+    # ComfyUI runs every node under torch.inference_mode(); the sampler's backward runs outside it.
+    with torch.inference_mode():
+        loss = MaskedLoss(TargetColorLoss(RED), Region(left_half()))
+    images = torch.rand(1, 3, 16, 16, requires_grad=True)
+    (grad,) = torch.autograd.grad(loss(images).sum(), images)
+    assert grad[..., :8].abs().sum() > 0

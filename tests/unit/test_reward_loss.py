@@ -54,6 +54,15 @@ def test_a_single_linear_head_and_activations_between_layers():
     assert not torch.allclose(RewardHead({f"net.{k}": v for k, v in mlp.state_dict().items()})(x), mlp(x)[:, 0])
 
 
+def test_a_head_read_under_inference_mode_still_gives_gradients():
+    linear = torch.nn.Linear(6, 1)
+    with torch.inference_mode():
+        head = RewardHead(linear.state_dict())
+    x = torch.randn(3, 6, requires_grad=True)
+    (grad,) = torch.autograd.grad(head(x).sum(), x)
+    assert torch.allclose(grad, linear.weight.detach().expand(3, -1))
+
+
 def test_layers_are_taken_in_numeric_order_not_text_order():
     first, second = torch.nn.Linear(4, 3), torch.nn.Linear(3, 1)
     state = {"layers.10.weight": second.weight, "layers.10.bias": second.bias, "layers.2.weight": first.weight, "layers.2.bias": first.bias}
