@@ -34,6 +34,7 @@ def widget_layout(spec: NodeSpec) -> list[tuple[str, InputSpec | tuple]]:
     for input_spec in spec.widgets:
         layout.append(("widget", input_spec))
         layout.extend(("extra", allowed) for allowed in input_spec.extra_widget_values())
+    layout.extend(("extra", ()) for input_spec in spec.widgets if input_spec.has_upload_button)
     return layout
 
 

@@ -53,19 +53,21 @@ class InputSpec:
         return self.type in WIDGET_TYPES and not self.options.get("forceInput")
 
     def extra_widget_values(self) -> tuple[tuple, ...]:
-        """The frontend's extra widgets after this one in widgets_values, as allowed-value tuples (() = any)."""
+        """The frontend's extra widgets right after this one in widgets_values, as allowed-value tuples (() = any)."""
         if not self.is_widget:
             return ()
         if self.type == "INT" and self.options.get("control_after_generate", self.name in ("seed", "noise_seed")):
             return (SEED_CONTROL_VALUES,)
-        if self.type == "COMBO":
-            extras: list[tuple] = []
-            if self.options.get("control_after_generate"):
-                extras += [COMBO_CONTROL_VALUES, ()]  # the mode, then the filter-list string
-            if any(self.options.get(key) for key in ("image_upload", "animated_image_upload", "video_upload", "audio_upload")):
-                extras.append(())  # the "upload" button
-            return tuple(extras)
+        if self.type == "COMBO" and self.options.get("control_after_generate"):
+            return (COMBO_CONTROL_VALUES, ())  # the mode, then the filter-list string
         return ()
+
+    @property
+    def has_upload_button(self) -> bool:
+        """The frontend adds an "upload" widget for this combo, after all of the node's own widgets
+        (LoadImageMask saves [image, channel, "image"])."""
+        upload_keys = ("image_upload", "animated_image_upload", "video_upload", "audio_upload")
+        return self.is_widget and self.type == "COMBO" and any(self.options.get(key) for key in upload_keys)
 
 
 @dataclass(frozen=True)

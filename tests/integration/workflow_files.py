@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from comfy_server import CHECKPOINT_NAME, REPO_ROOT
-from fixture_models import stage_clip_vision, stage_concept, stage_tiny_clip
+from fixture_models import stage_clip_vision, stage_concept, stage_reward_head, stage_tiny_clip
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 API_DIR = WORKFLOWS_DIR / "api"
@@ -28,6 +28,7 @@ TEST_CLIP_FOLDER = "tiny-clip"  # models/steer: a tiny CLIP with tokenizer (test
 TEST_CLIP_VISION = "steer_test_vitl_random.safetensors"  # models/clip_vision: random ViT-L/14, the smallest the stock loader knows
 TEST_SAVED_CONCEPT = "steer_test_saved_concept"  # models/loras + models/embeddings: as Steer AttnDreamBooth Train saves
 TEST_TRAINED_CONCEPT = "steer_test_trained_concept"  # what the training workflow saves in the tests
+TEST_REWARD_HEAD = "steer_test_reward_head.safetensors"  # models/steer: a random head on the tiny CLIP's embedding
 
 # A few optimizer steps of every stage at 64 px: the whole three-stage run, on the CPU in seconds.
 TINY_ATTNDREAMBOOTH = {
@@ -51,6 +52,9 @@ TEST_RUN_OVERRIDES: dict[str, dict] = {
     "style_reference": {"6.inputs.clip_name": TEST_CLIP_VISION},
     "attndreambooth_train_and_generate": {f"3.inputs.{key}": value for key, value in TINY_ATTNDREAMBOOTH.items()},
     "attndreambooth_generate": {"2.inputs.concept": TEST_SAVED_CONCEPT},
+    "guided_img2img": {"5.inputs.width": TEST_SIZE, "5.inputs.height": TEST_SIZE},
+    "regional_losses": {"9.inputs.clip_name": TEST_CLIP_VISION},
+    "reward_aesthetic": {"5.inputs.model_folder": TEST_CLIP_FOLDER, "6.inputs.head": TEST_REWARD_HEAD},
 }
 # name -> why its API twin is not run in the tests (it is still checked against /object_info).
 NOT_RUN: dict[str, str] = {}
@@ -109,6 +113,7 @@ def stage_models(models_dir: Path) -> None:
     assert stage_tiny_clip(models_dir) == TEST_CLIP_FOLDER
     assert stage_clip_vision(models_dir) == TEST_CLIP_VISION
     stage_concept(models_dir, TEST_SAVED_CONCEPT, category="dog")
+    assert stage_reward_head(models_dir, TEST_REWARD_HEAD) == TEST_REWARD_HEAD
 
 
 def stage_for_workflows(comfy) -> None:
