@@ -33,6 +33,18 @@ def add_personalize_bench_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: every stage's steps divided by 50 (its numbers mean nothing)")
 
 
+def add_regions_bench_arguments(parser) -> None:
+    parser.add_argument("--count", type=int, default=48, help="prompts (and img2img sources) per measurement (default 48)")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50; img2img runs its 50 of a denoise-0.6 schedule)")
+    parser.add_argument("--seed", type=int, default=0, help="picks the prompt and noise seeds (default 0)")
+    parser.add_argument(
+        "--out", type=Path, help="write regions_world.md, .json and _samples.png here (default: the package's benchmarks/results)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 2 prompts, 3 steps, strength 1 only (needs --out; numbers mean nothing)"
+    )
+
+
 def add_digits_bench_arguments(parser) -> None:
     parser.add_argument("--per-class", type=int, default=10, help="samples per digit (default 10: 100 samples per method)")
     _add_claim_bench_arguments(parser, steps="20,50,100")

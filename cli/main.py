@@ -10,6 +10,7 @@ from ..benchmarks.arguments import (
     add_digits_bench_arguments,
     add_guidance_bench_arguments,
     add_personalize_bench_arguments,
+    add_regions_bench_arguments,
     add_world_bench_arguments,
 )
 from ..errors import SteerError
@@ -49,6 +50,12 @@ def _bench_world(args) -> int:
 
 def _bench_personalize(args) -> int:
     from ..benchmarks.personalize_world_cli import execute
+
+    return execute(args)
+
+
+def _bench_regions(args) -> int:
+    from ..benchmarks.regions_world import execute
 
     return execute(args)
 
@@ -112,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_personalize_bench_arguments(personalize_bench)
     personalize_bench.set_defaults(run=_bench_personalize)
+    regions_bench = benches.add_parser(
+        "regions",
+        help="region masks, a reward head and guided img2img on the world text-to-image model, scored by independent judges",
+    )
+    add_regions_bench_arguments(regions_bench)
+    regions_bench.set_defaults(run=_bench_regions)
     return parser
 
 
