@@ -25,7 +25,10 @@ def differentiable_clone(patcher, prefix: str = "", wrapper=None):
     Loader nodes build weights under inference mode, and autograd refuses to save inference
     tensors for backward. An identity weight wrapper makes comfy.ops copy each weight into a
     normal tensor per forward (cast_bias_weight(copy=True)), as ComfyUI's own nodes_train does.
-    The upstream patcher is untouched: wrappers live on the clone only.
+    Parameters of layers that are not comfy.ops layers (the `scale` of Flux's and Chroma's QK
+    RMSNorms) have no weight function; the clone carries normal-tensor copies of those as object
+    patches, which ComfyUI sets when the clone loads and takes back when it unloads.
+    The upstream patcher is untouched: wrappers and patches live on the clone only.
 
     `wrapper(key)`, if given, returns the function for the parameter `key` (e.g.
     "diffusion_model.input_blocks.1.1.proj_in.weight") instead of the identity; the trainer
@@ -33,13 +36,24 @@ def differentiable_clone(patcher, prefix: str = "", wrapper=None):
     """
     clone = patcher.clone()
     for name, module in patcher.model.named_modules():
-        if not name.startswith(prefix) or not hasattr(module, "weight_function"):
+        if not name.startswith(prefix):
+            continue
+        if not hasattr(module, "weight_function"):
+            for key, parameter in module.named_parameters(prefix=name, recurse=False):
+                if parameter.is_inference():
+                    clone.add_object_patch(key, normal_copy(parameter))
             continue
         for kind in ("weight", "bias"):
             if getattr(module, kind, None) is not None:
                 key = f"{name}.{kind}"
                 clone.add_weight_wrapper(key, _identity if wrapper is None else wrapper(key))
     return clone
+
+
+def normal_copy(parameter: torch.nn.Parameter) -> torch.nn.Parameter:
+    """A frozen copy of an inference-mode parameter that autograd may save."""
+    with torch.inference_mode(False):
+        return torch.nn.Parameter(parameter.detach().clone(), requires_grad=False)
 
 
 @contextmanager
@@ -59,11 +73,30 @@ def weights_rematerialised(model: torch.nn.Module):
 
 
 def unet_checkpoint_blocks(diffusion_model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The residual and transformer blocks of ComfyUI's SD UNet (openaimodel.UNetModel)."""
+    """The residual and transformer blocks of ComfyUI's SD UNet (openaimodel.UNetModel: SD1, SD2, SDXL)."""
     from comfy.ldm.modules.attention import SpatialTransformer
     from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 
     return blocks_of(diffusion_model, (ResBlock, SpatialTransformer))
+
+
+def _in_place_block_types() -> tuple[type, ...]:
+    """DiT blocks that add residuals in place into tensors their norms saved (see guidance/checkpointing.py)."""
+    import comfy.ldm.chroma.layers as chroma
+    import comfy.ldm.flux.layers as flux
+
+    return (flux.DoubleStreamBlock, flux.SingleStreamBlock, chroma.DoubleStreamBlock, chroma.SingleStreamBlock)
+
+
+def model_blocks(diffusion_model: torch.nn.Module) -> tuple[list[torch.nn.Module], list[torch.nn.Module]]:
+    """(the blocks gradient checkpointing wraps, the blocks that add in place) of a ComfyUI diffusion model:
+    the SD UNet's residual and transformer blocks, SD3's MMDiT joint blocks, Flux's and Chroma's double-
+    and single-stream blocks. Other architectures get none: they run, without checkpointing."""
+    from comfy.ldm.modules.diffusionmodules.mmdit import JointBlock
+
+    in_place_types = _in_place_block_types()
+    blocks = unet_checkpoint_blocks(diffusion_model) + blocks_of(diffusion_model, (JointBlock, *in_place_types))
+    return blocks, [block for block in blocks if isinstance(block, in_place_types)]
 
 
 def vae_decoder_checkpoint_blocks(first_stage_model: torch.nn.Module) -> list[torch.nn.Module]:

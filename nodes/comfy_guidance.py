@@ -24,12 +24,13 @@ from ..errors import SteerError
 from ..guidance.checkpointing import gradient_checkpointing
 from ..guidance.config import GuidanceConfig
 from ..guidance.losses.base import Loss
+from ..guidance.memory import backward_memory
 from ..guidance.noise_law import FLOW, VARIANCE_EXPLODING
 from ..guidance.region import Region
 from ..guidance.sampler import sample
 from ..guidance.trace import GuidanceTrace
 from ..safe_files import is_safetensors, read_safetensors
-from .comfy_common import differentiable_clone, unet_checkpoint_blocks, vae_decoder_checkpoint_blocks
+from .comfy_common import differentiable_clone, model_blocks, vae_decoder_checkpoint_blocks
 
 log = logging.getLogger("steer")
 
@@ -40,6 +41,18 @@ def noise_law_of(model_sampling):
 
 
 LOSS_DECODERS = ("vae", "taesd")
+
+
+def check_vae_matches(vae, latent_format) -> None:
+    """A VAE of another latent space fails here, before sampling, not as a shape error deep in torch."""
+    expected = int(latent_format.latent_channels)
+    found = getattr(vae, "latent_channels", expected)
+    if found != expected or getattr(vae, "latent_dim", 2) != 2:
+        kind = f"{found}-channel" if getattr(vae, "latent_dim", 2) == 2 else f"{getattr(vae, 'latent_dim')}-D (video) {found}-channel"
+        raise SteerError(
+            f"the VAE connected to the Steer sampler is a {kind} VAE, but this model samples {expected}-channel image latents "
+            f"({type(latent_format).__name__}); connect the model's own VAE (SD1.x, SD2.x, SDXL: 4 channels; SD3, Flux: 16)"
+        )
 
 
 def make_decoder(vae, latent_format):
@@ -146,22 +159,41 @@ def positive_branch_only(model_options: dict) -> dict:
     return options
 
 
+def backward_memory_of(guider, vae, latent_shape, config: GuidanceConfig, loss_decoder: str, checkpointing: bool) -> int:
+    """The extra memory the guided steps' backward passes need (guidance/memory.py), for load_models_gpu."""
+    base = guider.model_patcher.model
+    dtype = base.manual_cast_dtype or base.get_dtype()
+    branches = 1 if config.cfg_gradient == "positive" else 2
+    shape = (latent_shape[0] * branches, *latent_shape[1:])
+    decode = vae.memory_used_decode(latent_shape, vae.vae_dtype) if loss_decoder == "vae" else 0.0
+    return backward_memory(
+        shape,
+        comfy.model_management.dtype_size(dtype),
+        float(getattr(base, "memory_usage_factor", 1.0)),
+        through_model=config.gradient_path == "through_model",
+        checkpointing=checkpointing,
+        vae_decode_bytes=decode,
+    )
+
+
 @contextlib.contextmanager
-def differentiable_models(guider, vae, config: GuidanceConfig, loss_decoder: str = "vae", checkpointing: bool = True):
+def differentiable_models(guider, vae, config: GuidanceConfig, loss_decoder: str = "vae", checkpointing: bool = True, latent_shape=None):
     """Loads differentiable clones of the UNet (when the gradient goes through it) and the VAE
-    together, with gradient checkpointing on their blocks for the span of sampling; then hands the
-    model back to the guider's own patcher and restores the blocks, even on error."""
+    together, with gradient checkpointing on their blocks for the span of sampling, reserving the
+    memory their backward passes need; then hands the model back to the guider's own patcher and
+    restores the blocks, even on error."""
     original = guider.model_patcher
     through_model = config.gradient_path == "through_model"
     unet = differentiable_clone(original) if through_model else original
     patchers = [unet]
-    blocks = unet_checkpoint_blocks(original.model.diffusion_model) if through_model else []
+    blocks, in_place = model_blocks(original.model.diffusion_model) if through_model else ([], [])
     if loss_decoder == "vae":
         patchers.append(differentiable_clone(vae.patcher))
         blocks += vae_decoder_checkpoint_blocks(vae.first_stage_model)
-    comfy.model_management.load_models_gpu(patchers)
+    extra = backward_memory_of(guider, vae, latent_shape, config, loss_decoder, checkpointing) if latent_shape is not None else 0
+    comfy.model_management.load_models_gpu(patchers, memory_required=extra)
     try:
-        with gradient_checkpointing(blocks, enabled=checkpointing):
+        with gradient_checkpointing(blocks, enabled=checkpointing, in_place=in_place):
             yield
     finally:
         if unet is not original:
@@ -192,8 +224,10 @@ def guided_sampler_function(
     if config.cfg_gradient == "positive":
         extra_args["model_options"] = positive_branch_only(extra_args.get("model_options", {}))
     seed = extra_args.get("seed")
+    if loss_decoder == "vae":
+        check_vae_matches(vae, base_model.latent_format)
 
-    with torch.inference_mode(False), differentiable_models(guider, vae, config, loss_decoder, checkpointing):
+    with torch.inference_mode(False), differentiable_models(guider, vae, config, loss_decoder, checkpointing, tuple(x.shape)):
         # Inputs arrive as inference tensors; clones are normal tensors autograd may save.
         x = x.clone()
         sigmas = sigmas.clone()

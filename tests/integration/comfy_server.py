@@ -28,6 +28,7 @@ import websocket  # websocket-client
 DEFAULT_COMFYUI_PATH = "/opt/ComfyUI"
 CHECKPOINT_NAME = "steer_tiny_sd15.safetensors"
 PACK_NAME = "steer"
+TEST_PACK_NAME = "steer_test_families"  # tests/integration/family_pack: random-weight models of every family
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Model folders the pack's nodes read or write; each gets an empty directory in the base dir.
 MODEL_FOLDERS = ("checkpoints", "loras", "embeddings", "clip_vision", "vae_approx", "steer")
@@ -448,6 +449,9 @@ def prepare_base_dir(base_dir: Path, checkpoint_path: Path, pack_root: Path = RE
     pack_link = base_dir / "custom_nodes" / PACK_NAME
     if not pack_link.is_symlink() and not pack_link.exists():
         pack_link.symlink_to(Path(pack_root).resolve(), target_is_directory=True)
+    test_pack_link = base_dir / "custom_nodes" / TEST_PACK_NAME
+    if not test_pack_link.is_symlink() and not test_pack_link.exists():
+        test_pack_link.symlink_to(Path(__file__).resolve().with_name("family_pack"), target_is_directory=True)
     for folder in ("output", "input", "temp", "user"):
         (base_dir / folder).mkdir(exist_ok=True)
 

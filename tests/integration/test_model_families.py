@@ -1,0 +1,166 @@
+"""Guided sampling on every model family, in a real ComfyUI: SDXL, SD3, Flux dev (guidance-distilled) and schnell.
+
+The models are the families' real comfy.model_base classes with reduced configs and random weights, built in
+the server by the test pack tests/integration/family_pack (see steer.benchmarks.random_families for why no
+detected file is used). Each graph is the stock one for its family: SamplerCustomAdvanced with CFGGuider
+(cfg 3 with a negative prompt for SDXL and SD3; cfg 1, where ComfyUI skips the negative branch, plus
+FluxGuidance for Flux dev), the family's empty latent, VAEDecode and SaveImage.
+"""
+
+import time
+
+import numpy as np
+import pytest
+from comfy_server import ExecutionFailed, PromptBuilder
+
+FAMILIES = ("sdxl", "sd3", "flux_dev", "flux_schnell")
+SIDE = 64
+FLOW = {"sd3", "flux_dev", "flux_schnell"}
+
+
+def family_graph(family, sampler_factory, steps=4, seed=3, tag="g", vae_family=None):
+    """The family's stock graph with `sampler_factory(b, vae)` as its sampler; node ids carry `tag`."""
+    b = PromptBuilder()
+    models = b.node("SteerTestFamily", node_id=f"model_{family}", family=family)
+    vae = b.node("SteerTestFamily", node_id=f"model_{vae_family}", family=vae_family).out(1) if vae_family else models.out(1)
+    positive, negative, cfg = models.out(2), models.out(3), 3.0
+    if family.startswith("flux"):
+        cfg = 1.0
+        if family == "flux_dev":
+            positive = b.node("FluxGuidance", node_id=f"{tag}_flux_guidance", conditioning=positive, guidance=3.5).out(0)
+    guider = b.node("CFGGuider", node_id=f"{tag}_guider", model=models.out(0), positive=positive, negative=negative, cfg=cfg)
+    scheduler = "simple" if family in FLOW else "normal"
+    sigmas = b.node("BasicScheduler", node_id=f"{tag}_sigmas", model=models.out(0), scheduler=scheduler, steps=steps, denoise=1.0)
+    empty = "EmptySD3LatentImage" if family in FLOW else "EmptyLatentImage"
+    latent = b.node(empty, node_id=f"{tag}_latent", width=SIDE, height=SIDE, batch_size=1)
+    noise = b.node("RandomNoise", node_id=f"{tag}_noise", noise_seed=seed)
+    out = b.node(
+        "SamplerCustomAdvanced",
+        node_id=f"{tag}_sample",
+        noise=noise.out(0),
+        guider=guider.out(0),
+        sampler=sampler_factory(b, vae).out(0),
+        sigmas=sigmas.out(0),
+        latent_image=latent.out(0),
+    )
+    decoded = b.node("VAEDecode", node_id=f"{tag}_decode", samples=out.out(0), vae=models.out(1))
+    b.node("SaveImage", node_id=f"{tag}_save", images=decoded.out(0), filename_prefix=f"family_{family}_{tag}")
+    return b
+
+
+def euler(b, vae):
+    return b.node("KSamplerSelect", sampler_name="euler")
+
+
+def steer(preset="paper", strength=1.0, **extra):
+    def factory(b, vae):
+        loss = b.node("SteerColorLoss", color="#ff0000", match="pixels")
+        return b.node("SteerGuidedSampler", vae=vae, loss=loss.out(0), preset=preset, strength=strength, **extra)
+
+    return factory
+
+
+def pixels(comfy, family, sampler_factory, tag, **graph):
+    result = comfy.run(family_graph(family, sampler_factory, tag=tag, **graph).prompt(), timeout=900)
+    (image,) = comfy.images(result, f"{tag}_save")
+    return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+
+
+def redness(image):
+    return float((image[..., 0] - (image[..., 1] + image[..., 2]) / 2).mean())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_strength_zero_is_stock_euler_and_the_upstream_model_is_unchanged(comfy, family):
+    plain = pixels(comfy, family, euler, "plain")
+    zero = pixels(comfy, family, steer("paper", 0.0), "zero")
+    assert np.abs(zero - plain).max() <= 2 / 255, family  # DDIM(η=0) in the family's own noise law is euler
+    pixels(comfy, family, steer("paper", 1.0), "guided_once")  # a guided run through the model, on the same MODEL
+    again = pixels(comfy, family, euler, "plain_again")
+    assert np.array_equal(again, plain), family
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("preset", ["mpgd", "paper", "freedom", "ugd", "dps"])
+def test_every_preset_moves_the_colour_toward_the_target(comfy, family, preset):
+    plain = pixels(comfy, family, euler, "plain", steps=6)
+    guided = pixels(comfy, family, steer(preset, 1.0), f"{preset}", steps=6)
+    change = redness(guided) - redness(plain)
+    print(f"{family} {preset}: redness change {change:+.3f}")
+    assert change > 0.02, (family, preset, change)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cancel_stops_guided_sampling(comfy, family):
+    prompt_id = comfy.queue(family_graph(family, steer("paper", 1.0), steps=40, tag="cancel", seed=11).prompt())
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        comfy.pump_events(timeout=1.0)
+        if comfy.seen_progress(prompt_id, "cancel_sample"):
+            break
+    comfy.interrupt()
+    result = comfy.wait(prompt_id, timeout=300)
+    assert result.status == "interrupted"
+    assert max(value for value, _ in result.progress("cancel_sample")) < 40
+
+
+def test_a_vae_of_another_latent_space_is_refused_before_sampling(comfy):
+    with pytest.raises(ExecutionFailed) as failure:
+        comfy.run(family_graph("sd3", steer("mpgd", 1.0), tag="wrong_vae", vae_family="sdxl").prompt(), timeout=300)
+    message = failure.value.exception_message
+    assert failure.value.exception_type.endswith("SteerError"), message
+    assert "4" in message and "16" in message and "VAE" in message, message
+
+
+@pytest.fixture(scope="module")
+def tiny_decoders(comfy):
+    """Random TAESD decoders under the names ComfyUI's previews use (taesdxl, taesd3, taef1), in models/vae_approx;
+    written in a ComfyUI process, since they are ComfyUI's own Decoder class."""
+    import subprocess
+    import sys
+
+    folder = comfy.models_dir / "vae_approx"
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "steer.benchmarks.random_families", str(folder)]
+    written = subprocess.run(command, timeout=300, capture_output=True, text=True)
+    assert written.returncode == 0, written.stderr[-3000:]
+    return folder
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_family_taesd_decoder_serves_the_loss(comfy, tiny_decoders, family):
+    plain = pixels(comfy, family, euler, "plain")
+    guided = pixels(comfy, family, steer("mpgd", 1.0, loss_decoder="taesd"), "taesd")
+    assert np.abs(guided - plain).max() > 2 / 255  # a random decoder steers somewhere; that it loaded for this latent space is the point
+
+
+def advanced(checkpointing):
+    def factory(b, vae):
+        loss = b.node("SteerColorLoss", color="#ff0000", match="pixels")
+        settings = dict(
+            gradient_path="through_model",
+            cfg_gradient="positive",
+            step_rule="image_normalized",
+            scale=1.0,
+            max_step=0.5,
+            augment_copies=0,
+            time_travel_repeats=1,
+            time_travel_start=0.3,
+            time_travel_end=0.7,
+            guidance_start=0.0,
+            guidance_end=1.0,
+            eta=0.0,
+            loss_decoder="vae",
+            gradient_checkpointing=checkpointing,
+        )
+        return b.node("SteerGuidedSamplerAdvanced", vae=vae, loss=loss.out(0), **settings)
+
+    return factory
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradient_checkpointing_gives_the_same_image_through_the_model(comfy, family):
+    """Flux's blocks add residuals in place; checkpointing them naively would change the gradient (tests/unit/test_checkpointing.py)."""
+    with_checkpoints = pixels(comfy, family, advanced(True), "ckpt_on")
+    without = pixels(comfy, family, advanced(False), "ckpt_off")
+    assert np.array_equal(with_checkpoints, without), np.abs(with_checkpoints - without).max()
