@@ -14,6 +14,9 @@ import torch.nn.functional as F
 
 from ..errors import SteerError
 
+# What the sampler does outside its region (guidance/sampler.py): keep the unguided run there, or leave it free.
+REGION_OUTSIDE = ("unguided", "free")
+
 
 class Region:
     def __init__(self, mask: torch.Tensor, what: str = "mask"):

@@ -17,7 +17,7 @@ from .augment import RandomAugment, augmented_loss
 from .config import GuidanceConfig
 from .losses.base import Loss
 from .noise_law import VARIANCE_EXPLODING, NoiseLaw
-from .region import Region
+from .region import REGION_OUTSIDE, Region
 from .step_rules import STEP_RULES, StepContext, cap_displacement, per_sample_norm, per_sample_rms
 from .trace import GuidanceTrace, StepRecord
 
@@ -102,11 +102,16 @@ def sample(
     check_interrupt: Callable[[], None] | None = None,
     trace: GuidanceTrace | None = None,
     region: Region | None = None,
+    outside: str = "unguided",
 ) -> torch.Tensor:
     """Runs len(sigmas) − 1 guided steps from x at sigmas[0]; returns x at sigmas[-1].
 
     `region`, if given, confines the guidance: each displacement is multiplied by the mask,
-    resized to the latent, before its cap; the rest of the latent is not pushed.
+    resized to the latent, before its cap. Outside the region, `outside` says what happens:
+    "free": it is only not pushed (the model still redraws it as the region changes);
+    "unguided": after every step it is reset to the unguided run from the same start and noise,
+    computed alongside (one more model call per step, no backward), as inpainting keeps the
+    unmasked part of an image: x ← m·x_guided + (1 − m)·x_unguided.
 
     `noise(like)` draws fresh N(0, I) noise for ancestral steps and time travel; by default a
     generator seeded with `seed`. The augmentations draw from torch's RNG, forked and seeded
@@ -115,15 +120,14 @@ def sample(
     """
     if sigmas.dim() != 1 or len(sigmas) < 2:
         raise SteerError("sigmas must be a 1-D schedule with at least two values")
-    if noise is None:
-        generator = torch.Generator(device=x.device)
-        generator.manual_seed(0 if seed is None else int(seed))
-
-        def noise(like: torch.Tensor) -> torch.Tensor:
-            return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
-
+    if outside not in REGION_OUTSIDE:
+        raise SteerError(f"outside must be one of {REGION_OUTSIDE}, got {outside!r}")
+    # The unguided run beside a region draws from its own generator, seeded alike: it is the run a scale of 0 gives.
+    reference_noise = noise if noise is not None else seeded_noise(x.device, seed)
+    noise = noise if noise is not None else seeded_noise(x.device, seed)
     if region is not None:
-        region.weights_like(x)  # a mask batch unlike the samples' fails now, not at the first guided step
+        weights = region.weights_like(x)  # a mask batch unlike the samples' fails now, not at the first guided step
+    x_reference = x.clone() if region is not None and outside == "unguided" else None
     augment = RandomAugment(config.augment) if config.augment.copies > 0 else None
     rule = STEP_RULES[config.step_rule]
     if trace is not None:
@@ -150,11 +154,26 @@ def sample(
                     x = law.renoise(x_next, sigma_next, sigma, noise(x_next))
                 else:
                     x = x_next
+            if x_reference is not None:
+                args = (sigma, sigma_next, i, 0, denoiser, decode, None, config, law, rule, augment, reference_noise, trace, None)
+                x_reference, _ = _step(x_reference, *args)
+                x = weights * x + (1 - weights) * x_reference
             if trace is not None:
                 trace.steps = i + 1
             if on_step is not None:
                 on_step(i, x, x0)
     return x
+
+
+def seeded_noise(device: torch.device, seed: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """N(0, I) draws from a generator seeded with `seed` (0 when None)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(0 if seed is None else int(seed))
+
+    def noise(like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+    return noise
 
 
 def _step(x, sigma, sigma_next, i, repeat, denoiser, decode, loss, config, law, rule, augment, noise, trace, region):

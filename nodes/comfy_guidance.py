@@ -215,6 +215,7 @@ def guided_sampler_function(
     loss_decoder: str = "vae",
     checkpointing: bool = True,
     region: Region | None = None,
+    outside: str = "unguided",
 ):
     """A k-diffusion style sampler function for comfy.samplers.KSAMPLER."""
     extra_args = dict(extra_args or {})
@@ -256,6 +257,7 @@ def guided_sampler_function(
             check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
             trace=trace,
             region=region,
+            outside=outside,
         )
 
 
@@ -267,6 +269,7 @@ def make_sampler(
     loss_decoder: str = "vae",
     checkpointing: bool = True,
     region: Region | None = None,
+    outside: str = "unguided",
 ):
     if loss_decoder not in LOSS_DECODERS:
         raise SteerError(f"loss_decoder must be one of {LOSS_DECODERS}, got {loss_decoder!r}")
@@ -280,5 +283,6 @@ def make_sampler(
             "loss_decoder": loss_decoder,
             "checkpointing": checkpointing,
             "region": region,
+            "outside": outside,
         },
     )

@@ -13,7 +13,7 @@ from ..guidance.plot import plot_trace
 from ..guidance.step_rules import STEP_RULES
 from ..guidance.trace import GuidanceTrace
 from .comfy_guidance import LOSS_DECODERS, make_sampler
-from .regions import SAMPLER_MASK, mask_input, sampler_region
+from .regions import SAMPLER_MASK, mask_input, outside_input, sampler_region
 from .schema import Choice, Loss, Trace, fraction, gradient_checkpointing
 
 CATEGORY = "Steer/sampling"
@@ -81,15 +81,19 @@ class SteerGuidedSampler(io.ComfyNode):
                 ),
                 loss_decoder_input(),
                 mask_input(SAMPLER_MASK),
+                outside_input(),
             ],
             outputs=sampler_outputs(),
         )
 
     @classmethod
-    def execute(cls, vae, loss, preset: str, strength: float, loss_decoder: str = "vae", mask=None) -> io.NodeOutput:
+    def execute(
+        cls, vae, loss, preset: str, strength: float, loss_decoder: str = "vae", mask=None, mask_outside: str = "unguided"
+    ) -> io.NodeOutput:
         config = preset_config(preset).with_strength(strength)
         trace = GuidanceTrace(label=preset)
-        return io.NodeOutput(make_sampler(vae, loss, config, trace, loss_decoder=loss_decoder, region=sampler_region(mask)), trace)
+        sampler = make_sampler(vae, loss, config, trace, loss_decoder=loss_decoder, region=sampler_region(mask), outside=mask_outside)
+        return io.NodeOutput(sampler, trace)
 
 
 class SteerGuidedSamplerAdvanced(io.ComfyNode):
@@ -188,6 +192,7 @@ class SteerGuidedSamplerAdvanced(io.ComfyNode):
                     "pass instead of storing them. Much less memory for a little more time; turn off only if memory is plentiful."
                 ),
                 mask_input(SAMPLER_MASK),
+                outside_input(),
             ],
             outputs=sampler_outputs(),
         )
@@ -212,6 +217,7 @@ class SteerGuidedSamplerAdvanced(io.ComfyNode):
         loss_decoder="vae",
         gradient_checkpointing=True,
         mask=None,
+        mask_outside="unguided",
     ) -> io.NodeOutput:
         config = GuidanceConfig(
             gradient_path=gradient_path,
@@ -226,7 +232,14 @@ class SteerGuidedSamplerAdvanced(io.ComfyNode):
         )
         trace = GuidanceTrace(label="advanced")
         sampler = make_sampler(
-            vae, loss, config, trace, loss_decoder=loss_decoder, checkpointing=gradient_checkpointing, region=sampler_region(mask)
+            vae,
+            loss,
+            config,
+            trace,
+            loss_decoder=loss_decoder,
+            checkpointing=gradient_checkpointing,
+            region=sampler_region(mask),
+            outside=mask_outside,
         )
         return io.NodeOutput(sampler, trace)
 

@@ -58,6 +58,10 @@ ADDED_INPUTS = {
             "SteerGuidedSamplerAdvanced",
         )
     },
+    **{
+        (node, "mask_outside"): "issue 16: what the sampler does outside its mask (default: keep the unguided run there)"
+        for node in ("SteerGuidedSampler", "SteerGuidedSamplerAdvanced")
+    },
 }
 
 REWORDED_TOOLTIPS = {

@@ -49,11 +49,13 @@ def _run(comfy, factory, tag, steps=6):
     return _pixels(comfy, comfy.run(b.prompt(), timeout=900), f"{tag}_save")
 
 
-def _steer(loss_factory, masked_sampler=False, preset="mpgd", strength=1.0):
+def _steer(loss_factory, masked_sampler=False, preset="mpgd", strength=1.0, outside=None):
     def factory(b, ckpt):
         inputs = {"vae": ckpt.out(2), "loss": loss_factory(b).out(0), "preset": preset, "strength": strength}
         if masked_sampler:
             inputs["mask"] = left_half_mask(b, "sampler_mask").out(0)
+        if outside is not None:
+            inputs["mask_outside"] = outside
         return b.node("SteerGuidedSampler", node_id="steer", **inputs)
 
     return factory
@@ -85,16 +87,22 @@ def test_every_loss_and_sampler_takes_an_optional_mask_last_and_the_reward_node_
     assert not any(name.endswith("model.safetensors") for name in heads)  # files of model folders are not heads
 
 
-def test_a_masked_colour_loss_with_a_masked_sampler_reddens_the_region_and_spares_the_rest(comfy, unguided):
-    masked = _run(comfy, _steer(_red(masked=True), masked_sampler=True), "masked")
+def test_a_masked_colour_loss_with_a_masked_sampler_reddens_the_region_and_keeps_the_rest(comfy, unguided):
+    kept = _run(comfy, _steer(_red(masked=True), masked_sampler=True), "masked")  # mask_outside at its default, unguided
+    free = _run(comfy, _steer(_red(masked=True), masked_sampler=True, outside="free"), "masked_free")
     everywhere = _run(comfy, _steer(_red(masked=False)), "everywhere")
     half = SIDE // 2
-    inside = _redness(masked[:, :half]) - _redness(unguided[:, :half])
-    outside = np.abs(masked[:, half:] - unguided[:, half:]).mean()
-    outside_unmasked = np.abs(everywhere[:, half:] - unguided[:, half:]).mean()
-    print(f"inside redness +{inside:.3f}; outside change {outside:.4f} masked, {outside_unmasked:.4f} unmasked")
-    assert inside > 0.05
-    assert outside < 0.5 * outside_unmasked
+    inside = {name: _redness(image[:, :half]) - _redness(unguided[:, :half]) for name, image in (("kept", kept), ("free", free))}
+    outside = {
+        name: np.abs(image[:, half:] - unguided[:, half:]).mean()
+        for name, image in (("kept", kept), ("free", free), ("unmasked", everywhere))
+    }
+    print(f"inside redness {inside}; outside change {outside}")
+    assert inside["kept"] > 0.05 and inside["free"] > 0.05
+    # The latent outside is the unguided run's (tests/unit/test_regions.py); what changes in these pixels is the random
+    # VAE decoder's reach across the 8x8 latent. The world-model benchmark measures a trained VAE.
+    assert outside["kept"] <= outside["free"] + 1e-3
+    assert outside["kept"] < 0.5 * outside["unmasked"]
 
 
 def test_combined_masked_losses_give_each_region_its_own_colour(comfy, unguided):

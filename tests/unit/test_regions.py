@@ -196,3 +196,30 @@ def test_a_mask_made_under_inference_mode_still_gives_gradients():
     images = torch.rand(1, 3, 16, 16, requires_grad=True)
     (grad,) = torch.autograd.grad(loss(images).sum(), images)
     assert grad[..., :8].abs().sum() > 0
+
+
+class MixingDenoiser(GaussianDenoiser):
+    """The toy denoiser followed by a 3x3 blur: like a real model, what happens in the region reaches the rest."""
+
+    def __call__(self, x, sigma):
+        return torch.nn.functional.avg_pool2d(super().__call__(x, sigma), 3, stride=1, padding=1, count_include_pad=False)
+
+
+@pytest.mark.parametrize("name", ["mpgd", "paper"])
+def test_outside_the_region_the_sampler_keeps_the_unguided_run_or_leaves_it_free(name):
+    config = dataclasses.replace(preset(name), augment=AugmentConfig(copies=0))
+    sigmas = karras_like_sigmas(8, sigma_max=2.0)
+    start = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * sigmas[0]
+    loss, region = TargetColorLoss(RED), Region(left_half())
+
+    def run(scale=None, **options):
+        chosen = config if scale is None else dataclasses.replace(config, scale=scale)
+        return sample(MixingDenoiser(), lambda x: x, loss, start.clone(), sigmas, chosen, seed=3, **options)
+
+    unguided = run(scale=0.0)
+    kept, free = run(region=region), run(region=region, outside="free")
+    assert torch.equal(kept[..., 8:], unguided[..., 8:])  # time travel included: the rest is the unguided run
+    assert (free[..., 8:] - unguided[..., 8:]).abs().max() > 1e-3  # the blur carries the region's change across
+    assert (loss(kept[..., :8]) < loss(unguided[..., :8])).all()
+    with pytest.raises(SteerError, match="outside must be one of"):
+        run(region=region, outside="blend")
