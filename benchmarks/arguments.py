@@ -45,6 +45,13 @@ def add_regions_bench_arguments(parser) -> None:
     )
 
 
+def add_families_bench_arguments(parser) -> None:
+    parser.add_argument("--steps", type=int, default=6, help="sampling steps per timed run (default 6)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the median is kept (default 3)")
+    parser.add_argument("--families", nargs="+", help="which families (default: all of sdxl, sd3, flux_dev, flux_schnell)")
+    parser.add_argument("--out", type=Path, help="write families.md and .json here (default: the package's benchmarks/results)")
+
+
 def add_digits_bench_arguments(parser) -> None:
     parser.add_argument("--per-class", type=int, default=10, help="samples per digit (default 10: 100 samples per method)")
     _add_claim_bench_arguments(parser, steps="20,50,100")

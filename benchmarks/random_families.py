@@ -19,20 +19,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .random_checkpoints import SD_VAE_DDCONFIG, VAE_CONV_OUT_GAIN  # the SD KL autoencoder, decoded pixels kept unsaturated
+
 SEED = 20241201
-SD_VAE_DDCONFIG = {
-    "double_z": True,
-    "z_channels": 4,
-    "resolution": 256,
-    "in_channels": 3,
-    "out_ch": 3,
-    "ch": 128,
-    "ch_mult": [1, 2, 4, 4],
-    "num_res_blocks": 2,
-    "attn_resolutions": [],
-    "dropout": 0.0,
-}
-VAE_CONV_OUT_GAIN = 0.5  # decoded pixels mostly inside [-1, 1], so colour changes are not clipped away
 
 _SDXL_UNET = {
     "use_checkpoint": False,
@@ -100,11 +89,33 @@ class Family:
     extra_cond: dict = field(default_factory=dict)
 
 
+_CHROMA_DIT = {
+    "image_model": "chroma",
+    "in_channels": 64,  # 16 latent channels, 2x2 patches
+    "out_channels": 64,
+    "context_in_dim": 96,
+    "hidden_size": 128,
+    "mlp_ratio": 4.0,
+    "num_heads": 2,
+    "depth": 1,
+    "depth_single_blocks": 1,
+    "axes_dim": [8, 28, 28],
+    "theta": 10000,
+    "patch_size": 2,
+    "qkv_bias": True,
+    "in_dim": 64,  # the modulation approximator's input: timestep, guidance and block-index embeddings
+    "out_dim": 128,
+    "hidden_dim": 256,
+    "n_layers": 2,
+}
+
 FAMILIES: dict[str, Family] = {
     "sdxl": Family("SDXL", _SDXL_UNET, 4, (77, 2048), 1280, {"width": 64, "height": 64}),
     "sd3": Family("SD3", _SD3_MMDIT, 16, (16, 96), 64),
     "flux_dev": Family("Flux", _FLUX_DIT, 16, (16, 96), 48),  # guidance-distilled: FluxGuidance sets "guidance"
     "flux_schnell": Family("FluxSchnell", {**_FLUX_DIT, "guidance_embed": False}, 16, (16, 96), 48),
+    # Chroma: Flux-like blocks without guidance distillation; real CFG with a negative prompt.
+    "chroma": Family("Chroma", _CHROMA_DIT, 16, (16, 96), 48),  # Flux's conditioning code asks for a pooled vector; Chroma ignores it
 }
 
 

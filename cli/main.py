@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..benchmarks.arguments import (
     add_digits_bench_arguments,
+    add_families_bench_arguments,
     add_guidance_bench_arguments,
     add_personalize_bench_arguments,
     add_regions_bench_arguments,
@@ -56,6 +57,12 @@ def _bench_personalize(args) -> int:
 
 def _bench_regions(args) -> int:
     from ..benchmarks.regions_world import execute
+
+    return execute(args)
+
+
+def _bench_families(args) -> int:
+    from ..benchmarks.families import execute
 
     return execute(args)
 
@@ -119,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_personalize_bench_arguments(personalize_bench)
     personalize_bench.set_defaults(run=_bench_personalize)
+    families_bench = benches.add_parser(
+        "families", help="time of a guided step over an unguided one on SDXL, SD3 and Flux (reduced models of their ComfyUI classes)"
+    )
+    add_families_bench_arguments(families_bench)
+    families_bench.set_defaults(run=_bench_families)
     regions_bench = benches.add_parser(
         "regions",
         help="region masks, a reward head and guided img2img on the world text-to-image model, scored by independent judges",

@@ -1,9 +1,11 @@
-"""Guided sampling on every model family, in a real ComfyUI: SDXL, SD3, Flux dev (guidance-distilled) and schnell.
+"""Guided sampling on every model family, in a real ComfyUI: SDXL, SD3, Flux dev (guidance-distilled) and schnell,
+and Chroma (Flux-like blocks that add in place, but with real CFG and a negative prompt, so its gradient runs through
+the positive branch of a two-branch batch).
 
 The models are the families' real comfy.model_base classes with reduced configs and random weights, built in
 the server by the test pack tests/integration/family_pack (see steer.benchmarks.random_families for why no
 detected file is used). Each graph is the stock one for its family: SamplerCustomAdvanced with CFGGuider
-(cfg 3 with a negative prompt for SDXL and SD3; cfg 1, where ComfyUI skips the negative branch, plus
+(cfg 3 with a negative prompt for SDXL, SD3 and Chroma; cfg 1, where ComfyUI skips the negative branch, plus
 FluxGuidance for Flux dev), the family's empty latent, VAEDecode and SaveImage.
 """
 
@@ -13,9 +15,9 @@ import numpy as np
 import pytest
 from comfy_server import ExecutionFailed, PromptBuilder
 
-FAMILIES = ("sdxl", "sd3", "flux_dev", "flux_schnell")
+FAMILIES = ("sdxl", "sd3", "flux_dev", "flux_schnell", "chroma")
 SIDE = 64
-FLOW = {"sd3", "flux_dev", "flux_schnell"}
+FLOW = {"sd3", "flux_dev", "flux_schnell", "chroma"}
 
 
 def family_graph(family, sampler_factory, steps=4, seed=3, tag="g", vae_family=None):
