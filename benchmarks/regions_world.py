@@ -12,6 +12,8 @@ The rules below were fixed before the first full run and are not tuned after it.
 mask: TargetColorLoss (pixels) toward yellow, which no prompt names (shape or background);
   region = the left half of the image. Configurations per preset: unmasked; loss mask only
   (MaskedLoss(loss, Region(mask))); sampler region only (sample(..., region=Region(mask))); both.
+  The sampler region keeps the unguided run outside it (the default); the two "outside free"
+  configurations only stop the push there (added after the first run, which had only that).
   inside hit = share of the left half's pixels whose nearest palette colour is yellow;
   outside distance = mean absolute RGB difference on the right half to the unguided image of
   the same prompt and seed. RULE (per preset and masked configuration; the headline is "both"):
@@ -68,7 +70,7 @@ from ..world.train_reward import HEAD_FILE
 PRESET_NAMES = ("mpgd", "paper")
 CFG = experiment.DEFAULT_CFG
 TARGET_COLOR = "yellow"
-MASK_CONFIGURATIONS = ("unmasked", "loss mask", "sampler region", "both")
+MASK_CONFIGURATIONS = ("unmasked", "loss mask", "sampler region", "both", "sampler region, outside free", "both, outside free")
 REWARD_STRENGTHS = (1.0, 2.0)
 KEPT = ("shape", "color", "background", "size")
 DENOISE = 0.6
@@ -98,20 +100,24 @@ def unguided_config() -> GuidanceConfig:
     return PRESETS["mpgd"].with_strength(0.0)  # scale 0: plain DDIM, whatever the preset
 
 
-def run_sampler(world, prompts, loss, config, sigmas, start, seed, region=None) -> tuple[torch.Tensor, float]:
-    """(images (N, 3, 32, 32) clamped to [0, 1], seconds) from latents `start` at sigmas[0]."""
+def run_sampler(
+    world, prompts, loss, config, sigmas, start, seed, region=None, outside="unguided"
+) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """(images (N, 3, 32, 32) clamped to [0, 1], seconds, final latents) from latents `start` at sigmas[0]."""
     denoiser = world.model.denoiser(prompts, cfg=CFG, cfg_gradient=config.cfg_gradient)
     began = time.perf_counter()
-    latents = sample(denoiser, world.model.decode, loss, start, sigmas, config, seed=seed, region=region)
+    latents = sample(denoiser, world.model.decode, loss, start, sigmas, config, seed=seed, region=region, outside=outside)
     seconds = time.perf_counter() - began
     with torch.no_grad():
-        return world.model.decode(latents).clamp(0, 1), seconds
+        return world.model.decode(latents).clamp(0, 1), seconds, latents
 
 
-def text_to_image(world, prompts, loss, config, settings: Settings, region=None) -> tuple[torch.Tensor, float]:
+def text_to_image(
+    world, prompts, loss, config, settings: Settings, region=None, outside="unguided"
+) -> tuple[torch.Tensor, float, torch.Tensor]:
     sigmas = wm.sigmas_for_steps(settings.steps, world.model.alphas)
     start = experiment.initial_noise(len(prompts), sigmas[0], settings.noise_seed)
-    return run_sampler(world, prompts, loss, config, sigmas, start, settings.noise_seed, region)
+    return run_sampler(world, prompts, loss, config, sigmas, start, settings.noise_seed, region, outside)
 
 
 def img2img_sigmas(steps: int, alphas: torch.Tensor, denoise: float = DENOISE) -> torch.Tensor:
@@ -133,30 +139,38 @@ def measure_mask(world, settings: Settings, log=print) -> list[dict]:
     left = ej.left_half()
     right = 1 - left
     color_loss = TargetColorLoss(rgb01(TARGET_COLOR), match="pixels")
-    unguided, seconds = text_to_image(world, prompts, color_loss, unguided_config(), settings)
+    unguided, seconds, unguided_latents = text_to_image(world, prompts, color_loss, unguided_config(), settings)
+    right_cells = wm.LATENT_SIZE // 2  # the right half's latent columns
 
-    def numbers(images) -> dict:
+    def numbers(images, latents) -> dict:
         return {
             "inside_hit": _mean(ej.palette_share(images, left, TARGET_COLOR)),
             "outside_hit": _mean(ej.palette_share(images, right, TARGET_COLOR)),
             "outside_distance": _mean(ej.mean_abs_distance(images, unguided, right)),
+            # Reported beside the pixels: the VAE decoder (mid-block attention) mixes the whole 8x8 latent.
+            "outside_latent_distance": _mean((latents - unguided_latents)[..., right_cells:].abs().flatten(1).mean(1)),
         }
 
-    rows = [_row("unguided", unguided, seconds, preset="", configuration="unguided", **numbers(unguided))]
+    rows = [_row("unguided", unguided, seconds, preset="", configuration="unguided", **numbers(unguided, unguided_latents))]
     for preset in PRESET_NAMES:
         for configuration in MASK_CONFIGURATIONS:
-            loss_masked, sampler_masked = configuration in ("loss mask", "both"), configuration in ("sampler region", "both")
+            loss_masked = configuration.startswith(("loss mask", "both"))
+            sampler_masked = configuration.startswith(("sampler region", "both"))
+            outside = "free" if configuration.endswith("outside free") else "unguided"
             loss = MaskedLoss(color_loss, Region(left, "left half")) if loss_masked else color_loss
             region = Region(left, "left half") if sampler_masked else None
-            images, seconds = text_to_image(world, prompts, loss, PRESETS[preset], settings, region=region)
-            rows.append(_row(f"{preset}, {configuration}", images, seconds, preset=preset, configuration=configuration, **numbers(images)))
+            images, seconds, latents = text_to_image(world, prompts, loss, PRESETS[preset], settings, region=region, outside=outside)
+            rows.append(
+                _row(f"{preset}, {configuration}", images, seconds, preset=preset, configuration=configuration, **numbers(images, latents))
+            )
             log(_mask_line(rows[-1]))
     return rows
 
 
 def _mask_line(row: dict) -> str:
     return (
-        f"  mask    {row['label']:<26} inside {row['inside_hit']:.2f}  outside distance {row['outside_distance']:.3f}  "
+        f"  mask    {row['label']:<36} inside {row['inside_hit']:.2f}  outside distance {row['outside_distance']:.3f} "
+        f"(latent {row['outside_latent_distance']:.3f})  "
         f"{row['seconds_per_sample']:.2f} s/sample"
     )
 
@@ -182,17 +196,17 @@ def measure_reward(world, settings: Settings, log=print) -> list[dict]:
     encoder = HFCLIPEncoder(load_guidance_model(wm.MODEL_DIR / "guides" / "clip"))
     loss = RewardLoss(encoder, load_reward_head(wm.MODEL_DIR / "guides" / "reward" / HEAD_FILE))
     rows = []
-    unguided, seconds = text_to_image(world, prompts, loss, unguided_config(), settings)
+    unguided, seconds, _ = text_to_image(world, prompts, loss, unguided_config(), settings)
     rows.append(_row("unguided", unguided, seconds, preset="", strength=0.0, **_reward_scores(world, unguided, scenes, loss)))
     striped_prompts = [caption(with_main(s, striped=True)) for s in scenes]
-    prompted, seconds = text_to_image(world, striped_prompts, loss, unguided_config(), settings)
+    prompted, seconds, _ = text_to_image(world, striped_prompts, loss, unguided_config(), settings)
     rows.append(
         _row('unguided, prompt says "striped"', prompted, seconds, preset="", strength=0.0, **_reward_scores(world, prompted, scenes, loss))
     )
     log(_reward_line(rows[0]) + "\n" + _reward_line(rows[1]))
     for preset in PRESET_NAMES:
         for strength in REWARD_STRENGTHS if not settings.quick else REWARD_STRENGTHS[:1]:
-            images, seconds = text_to_image(world, prompts, loss, PRESETS[preset].with_strength(strength), settings)
+            images, seconds, _ = text_to_image(world, prompts, loss, PRESETS[preset].with_strength(strength), settings)
             rows.append(
                 _row(
                     f"{preset}, strength {strength:g}",
@@ -253,7 +267,7 @@ def measure_img2img(world, settings: Settings, log=print) -> list[dict]:
     rows = [_row("source render", sources, 0.0, preset="", **numbers(sources))]
     configurations = [("unguided img2img", "", unguided_config())] + [(f"{p} img2img", p, PRESETS[p]) for p in PRESET_NAMES]
     for label, preset, config in configurations:
-        images, seconds = run_sampler(world, prompts, loss, config, sigmas, start, settings.noise_seed)
+        images, seconds, _ = run_sampler(world, prompts, loss, config, sigmas, start, settings.noise_seed)
         rows.append(_row(label, images, seconds, preset=preset, **numbers(images)))
         log(
             f"  img2img {label:<20} background distance {rows[-1]['background_distance']:.3f}  layout {rows[-1]['layout_same']:.0%}  "

@@ -43,7 +43,7 @@ def mask_verdicts(rows: list[dict]) -> list[dict]:
     out = []
     for preset in _presets(rows):
         unmasked = _find(rows, preset=preset, configuration="unmasked")
-        for configuration in ("both", "loss mask", "sampler region"):
+        for configuration in ("both", "loss mask", "sampler region", "both, outside free", "sampler region, outside free"):
             row = _find(rows, preset=preset, configuration=configuration)
             inside, outside = (
                 _ratio(row["inside_hit"], unmasked["inside_hit"]),
@@ -157,6 +157,7 @@ def markdown(settings, measured: dict, verdicts: list[dict], total_seconds: floa
                 inside,
                 f"{r['outside_distance']:.3f}",
                 outside,
+                f"{r['outside_latent_distance']:.3f}",
                 f"{r['outside_hit']:.2f}",
                 f"{r['seconds_per_sample']:.2f}",
             ]
@@ -168,6 +169,7 @@ def markdown(settings, measured: dict, verdicts: list[dict], total_seconds: floa
             "inside x unmasked",
             "outside: mean abs RGB diff to unguided",
             "outside x unmasked",
+            "outside: mean abs latent diff",
             f"outside: {setup['target_color']} share",
             "s / sample",
         ],

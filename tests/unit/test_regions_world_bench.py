@@ -31,7 +31,7 @@ def _mask_rows(inside: float, outside: float) -> list[dict]:
 @pytest.mark.parametrize("inside, outside, holds", [(0.85, 0.2, True), (0.75, 0.2, False), (0.85, 0.3, False)])
 def test_the_mask_rule_needs_the_inside_kept_and_the_outside_left_alone(inside, outside, holds):
     verdicts = report.mask_verdicts(_mask_rows(inside, outside))
-    assert [v["holds"] for v in verdicts] == [holds] * 3 and [v["headline"] for v in verdicts] == [True, False, False]
+    assert [v["holds"] for v in verdicts] == [holds] * 5 and [v["headline"] for v in verdicts] == [True, False, False, False, False]
 
 
 def _reward_row(label, preset, strength, stripes, keeping_change, frechet_ratio):
@@ -93,12 +93,12 @@ def test_a_quick_run_writes_the_tables_the_verdicts_and_the_grid(tmp_path, capsy
         assert header in text
     assert "| sampling | background: RGB distance to orange |" in text
     table_rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line and "sampling" not in line]
-    assert len(table_rows) == 9 + 4 + 4  # mask: unguided + 2 presets x 4; reward: 2 unguided + 2 presets; img2img: source + 3
-    assert all(line.count("|") == 8 for line in table_rows)
+    assert len(table_rows) == 13 + 4 + 4  # mask: unguided + 2 presets x 6; reward: 2 unguided + 2 presets; img2img: source + 3
+    assert all(line.count("|") == 9 for line in table_rows[:13]) and all(line.count("|") == 8 for line in table_rows[13:])
     record = json.loads((tmp_path / "regions_world.json").read_text())
     assert record["settings"]["quick"] and record["settings"]["count"] == 2
     assert {v["measurement"] for v in record["verdicts"]} == {"mask", "reward", "img2img"}
-    assert len(record["verdicts"]) == 6 + 4 + 4 and all(isinstance(v["holds"], bool) for v in record["verdicts"])
+    assert len(record["verdicts"]) == 10 + 4 + 4 and all(isinstance(v["holds"], bool) for v in record["verdicts"])
     assert "_images" not in record["mask"][0] and 0.0 <= record["mask"][1]["inside_hit"] <= 1.0
     grid = Image.open(tmp_path / "regions_world_samples.png")
     assert grid.size == (230 + 2 * report.CELL, 13 * report.CELL)
