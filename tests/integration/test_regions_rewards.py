@@ -79,7 +79,9 @@ def test_every_loss_and_sampler_takes_an_optional_mask_last_and_the_reward_node_
     for node in LOSS_NODES + SAMPLER_NODES + ("SteerRewardLoss",):
         optional = info[node]["input"]["optional"]
         assert optional["mask"][0] == "MASK" and optional["mask"][1]["tooltip"], node
-        assert info[node]["input_order"]["optional"][-1] == "mask", node  # saved workflows keep their widget order
+        # Added last, so saved workflows keep their widget order; the samplers' mask_outside comes after the mask.
+        expected_tail = ["mask", "mask_outside"] if node in SAMPLER_NODES else ["mask"]
+        assert info[node]["input_order"]["optional"][-len(expected_tail) :] == expected_tail, node
     reward = info["SteerRewardLoss"]
     assert reward["category"] == "Steer/losses" and reward["description"]
     heads = reward["input"]["required"]["head"][0]
