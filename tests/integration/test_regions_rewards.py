@@ -142,7 +142,7 @@ def test_the_reward_loss_raises_the_heads_score(comfy, reward_setup, unguided):
     assert score(guided) > score(unguided)
 
 
-def _run_img2img(comfy, sampler_factory, tag):
+def _run_img2img(comfy, sampler_factory, tag, noise_mask=False):
     from comfy_server import CHECKPOINT_NAME, PromptBuilder
 
     b = PromptBuilder()
@@ -151,6 +151,10 @@ def _run_img2img(comfy, sampler_factory, tag):
     neg = b.node("CLIPTextEncode", node_id="neg", clip=ckpt.out(1), text="")
     source = b.node("LoadImage", node_id="source", image="steer_test_layout.png")
     latent = b.node("VAEEncode", node_id="encode", pixels=source.out(0), vae=ckpt.out(2))
+    if noise_mask:  # the stock way to keep the rest of the source: ComfyUI blends it back in at every step
+        latent = b.node(
+            "SetLatentNoiseMask", node_id=f"{tag}_noise_mask", samples=latent.out(0), mask=left_half_mask(b, f"{tag}_mask").out(0)
+        )
     guider = b.node("CFGGuider", node_id=f"{tag}_guider", model=ckpt.out(0), positive=pos.out(0), negative=neg.out(0), cfg=3.0)
     sigmas = b.node("BasicScheduler", node_id=f"{tag}_sigmas", model=ckpt.out(0), scheduler="normal", steps=10, denoise=0.6)
     noise = b.node("RandomNoise", node_id=f"{tag}_noise", noise_seed=5)
@@ -184,3 +188,13 @@ def test_guided_img2img_moves_the_colour_and_at_strength_zero_is_stock_euler(com
     print(f"img2img redness {_redness(plain):+.3f} unguided, {_redness(guided):+.3f} guided")
     assert np.abs(zero - plain).max() <= 2 / 255  # the partial schedule is sampled exactly as euler samples it
     assert _redness(guided) > _redness(plain) + 0.05
+    # With the stock Set Latent Noise Mask, ComfyUI keeps the source outside the mask around the guided sampler too.
+    euler = lambda b, ckpt: b.node("KSamplerSelect", node_id="i2i_euler_masked", sampler_name="euler")  # noqa: E731
+    plain_masked = _run_img2img(comfy, euler, "i2i_plain_noise_mask", noise_mask=True)
+    masked = _run_img2img(comfy, _steer(_red(masked=False), strength=2.0), "i2i_noise_mask", noise_mask=True)
+    half = SIDE // 2
+    right_change = np.abs(masked[:, half:] - plain_masked[:, half:]).mean()
+    right_change_unmasked = np.abs(guided[:, half:] - plain[:, half:]).mean()
+    print(f"noise mask: right change {right_change:.4f} (without the mask {right_change_unmasked:.4f})")
+    assert _redness(masked[:, :half]) > _redness(plain_masked[:, :half]) + 0.05
+    assert right_change < 0.5 * right_change_unmasked
