@@ -85,8 +85,8 @@ def test_model_loss_nodes_are_listed_with_inputs_and_tooltips(comfy, steer_model
     folders = info["SteerLoadGuidanceModel"]["input"]["required"]["model_folder"][0]
     assert {"tiny-clip", "tiny-classifier"} <= set(folders)
     assert not any(name.endswith((".json", ".safetensors")) for name in folders)  # folders, not files
-    assert set(info["SteerStyleLoss"]["input"]["optional"]) == {"guidance_model", "clip_vision"}
-    assert set(info["SteerCLIPImageLoss"]["input"]["optional"]) == {"guidance_model", "clip_vision"}
+    assert set(info["SteerStyleLoss"]["input"]["optional"]) == {"guidance_model", "clip_vision", "mask"}
+    assert set(info["SteerCLIPImageLoss"]["input"]["optional"]) == {"guidance_model", "clip_vision", "mask"}
     assert info["SteerCLIPTextLoss"]["input"]["required"]["distance"][0] == ["spherical", "cosine"]
     assert info["SteerLoadGuidanceModel"]["output"] == ["STEER_GUIDANCE_MODEL"]
 
