@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 from comfy_server import ExecutionFailed, PromptBuilder
+from workflow_files import stage_tiny_decoders
 
 FAMILIES = ("sdxl", "sd3", "flux_dev", "flux_schnell", "chroma")
 SIDE = 64
@@ -116,17 +117,9 @@ def test_a_vae_of_another_latent_space_is_refused_before_sampling(comfy):
 
 @pytest.fixture(scope="module")
 def tiny_decoders(comfy):
-    """Random TAESD decoders under the names ComfyUI's previews use (taesdxl, taesd3, taef1), in models/vae_approx;
-    written in a ComfyUI process, since they are ComfyUI's own Decoder class."""
-    import subprocess
-    import sys
-
-    folder = comfy.models_dir / "vae_approx"
-    folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "steer.benchmarks.random_families", str(folder)]
-    written = subprocess.run(command, timeout=300, capture_output=True, text=True)
-    assert written.returncode == 0, written.stderr[-3000:]
-    return folder
+    """Random TAESD decoders under the names ComfyUI's previews use (taesdxl, taesd3, taef1), in models/vae_approx."""
+    stage_tiny_decoders(comfy.models_dir / "vae_approx")
+    return comfy.models_dir / "vae_approx"
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from comfy_server import CHECKPOINT_NAME, REPO_ROOT
+from comfy_server import CHECKPOINT_NAME, REPO_ROOT, comfyui_path
 from fixture_models import stage_clip_vision, stage_concept, stage_reward_head, stage_tiny_clip
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
@@ -60,6 +64,43 @@ TEST_RUN_OVERRIDES: dict[str, dict] = {
 NOT_RUN: dict[str, str] = {}
 
 
+@dataclass(frozen=True)
+class StandIn:
+    """A family workflow's loaders and text encoders, replaced in the test run by the test pack's SteerTestFamily node
+    (random reduced models of the family's own ComfyUI class: tests/integration/family_pack), which outputs
+    (MODEL, VAE, positive, negative). `links` maps (node id, output slot) of the workflow to SteerTestFamily's slot."""
+
+    family: str
+    links: dict
+    removed: tuple[str, ...]
+
+
+MODEL, VAE, POSITIVE, NEGATIVE = range(4)
+_CHECKPOINT_GRAPH = {("1", 0): MODEL, ("1", 2): VAE, ("2", 0): POSITIVE, ("3", 0): NEGATIVE}
+STAND_INS: dict[str, StandIn] = {
+    "sdxl_color_guidance": StandIn("sdxl", _CHECKPOINT_GRAPH, ("1", "2", "3")),
+    "sd3_color_guidance": StandIn("sd3", _CHECKPOINT_GRAPH, ("1", "2", "3")),
+    "flux_color_guidance": StandIn(
+        "flux_dev", {("1", 0): MODEL, ("3", 0): VAE, ("4", 0): POSITIVE, ("6", 0): NEGATIVE}, ("1", "2", "3", "4", "6")
+    ),
+}
+STAND_IN_NODE = "stand_in"
+
+
+def with_stand_in(prompt: dict, stand_in: StandIn) -> dict:
+    prompt = {node_id: node for node_id, node in prompt.items() if node_id not in stand_in.removed}
+    for node in prompt.values():
+        for name, value in node.get("inputs", {}).items():
+            if isinstance(value, list) and len(value) == 2 and (str(value[0]), value[1]) in stand_in.links:
+                node["inputs"][name] = [STAND_IN_NODE, stand_in.links[(str(value[0]), value[1])]]
+            elif isinstance(value, list) and len(value) == 2 and str(value[0]) in stand_in.removed:
+                raise KeyError(
+                    f"STAND_INS: input {name!r} links to removed node {value[0]} slot {value[1]}, which no stand-in slot replaces"
+                )
+    prompt[STAND_IN_NODE] = {"class_type": "SteerTestFamily", "inputs": {"family": stand_in.family}}
+    return prompt
+
+
 def ui_workflow(name: str) -> dict:
     return json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())
 
@@ -84,6 +125,8 @@ def shrunk_for_tests(prompt: dict, name: str = "") -> dict:
             inputs["preset"] = "mpgd"  # no backward pass through the UNet: the fastest preset on CPU
         if isinstance(inputs.get("filename_prefix"), str):
             inputs["filename_prefix"] = f"workflow_tests/{name or 'workflow'}"
+    if name in STAND_INS:
+        prompt = with_stand_in(prompt, STAND_INS[name])
     for path, value in TEST_RUN_OVERRIDES.get(name, {}).items():
         node_id, _, input_name = path.split(".", 2)
         if input_name not in prompt[node_id]["inputs"]:
@@ -114,6 +157,19 @@ def stage_models(models_dir: Path) -> None:
     assert stage_clip_vision(models_dir) == TEST_CLIP_VISION
     stage_concept(models_dir, TEST_SAVED_CONCEPT, category="dog")
     assert stage_reward_head(models_dir, TEST_REWARD_HEAD) == TEST_REWARD_HEAD
+    stage_tiny_decoders(Path(models_dir) / "vae_approx")
+
+
+def stage_tiny_decoders(folder: Path) -> None:
+    """Random TAESD decoders under ComfyUI's preview names (taesdxl, taesd3, taef1): ComfyUI's own Decoder class, so
+    they are written in a process of their own (the tests' process never imports ComfyUI)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if all((folder / f"{name}.safetensors").is_file() for name in ("taesdxl_decoder", "taesd3_decoder", "taef1_decoder")):
+        return
+    command = [sys.executable, "-m", "steer.benchmarks.random_families", str(folder)]
+    written = subprocess.run(command, timeout=300, capture_output=True, text=True, env={**os.environ, "COMFYUI_PATH": str(comfyui_path())})
+    if written.returncode != 0:
+        raise RuntimeError(f"writing the TAESD stand-ins failed:\n{written.stderr[-3000:]}")
 
 
 def stage_for_workflows(comfy) -> None:
