@@ -159,3 +159,40 @@ def test_gradient_checkpointing_gives_the_same_image_through_the_model(comfy, fa
     with_checkpoints = pixels(comfy, family, advanced(True), "ckpt_on")
     without = pixels(comfy, family, advanced(False), "ckpt_off")
     assert np.array_equal(with_checkpoints, without), np.abs(with_checkpoints - without).max()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_attndreambooth_refuses_the_family_and_names_what_it_supports(comfy, family):
+    from comfy_server import CHECKPOINT_NAME
+
+    b = PromptBuilder()
+    models = b.node("SteerTestFamily", node_id=f"model_{family}", family=family)
+    ckpt = b.node("CheckpointLoaderSimple", node_id="sd15", ckpt_name=CHECKPOINT_NAME)
+    photos = b.node("EmptyImage", node_id="photos", width=64, height=64, batch_size=3, color=0x336699)
+    train = b.node(
+        "SteerAttnDreamBoothTrain",
+        node_id=f"train_{family}",
+        model=models.out(0),
+        clip=ckpt.out(1),
+        vae=models.out(1),
+        images=photos.out(0),
+        concept_name=f"refused_{family}",
+        category="dog",
+        preset="custom",
+        unet_format="lora",
+        lora_rank=4,
+        overwrite=False,
+        seed=0,
+        token_steps=1,
+        cross_attention_steps=0,
+        unet_steps=0,
+        resolution=64,
+        token_batch_size=1,
+    )
+    b.node("PreviewImage", node_id=f"preview_{family}", images=train.out(3))
+    with pytest.raises(ExecutionFailed) as failure:
+        comfy.run(b.prompt(), timeout=300)
+    message = failure.value.exception_message
+    assert failure.value.exception_type.endswith("SteerError"), message
+    assert "1.x" in message and "2.x" in message and "not supported" in message, message
+    assert not (comfy.models_dir / "loras" / f"refused_{family}.safetensors").exists()
