@@ -29,3 +29,43 @@ def sampling_graph(sampler_factory, seed=7, steps=4, prefix="guided", id_prefix=
     decoded = b.node("VAEDecode", node_id=id_prefix + "decode", samples=out.out(0), vae=ckpt.out(2))
     b.node("SaveImage", node_id=id_prefix + "save", images=decoded.out(0), filename_prefix=prefix)
     return b, sampler, out
+
+
+def advanced_sampler_settings(**changes) -> dict:
+    """Every option of Steer Guided Sampler (Advanced): the x̂0 shortcut with the image-normalized step, no
+    augmentation or time travel, guided throughout; `changes` override any of them."""
+    return {
+        "gradient_path": "x0_shortcut",
+        "step_rule": "image_normalized",
+        "scale": 0.5,
+        "max_step": 1.0,
+        "eta": 0.0,
+        "augment_copies": 0,
+        "guidance_start": 0.0,
+        "guidance_end": 1.0,
+        "time_travel_repeats": 1,
+        "time_travel_start": 0.3,
+        "time_travel_end": 0.7,
+        "cfg_gradient": "positive",
+        **changes,
+    }
+
+
+def one_step_training_inputs(**changes) -> dict:
+    """Steer AttnDreamBooth Train's widget inputs for the shortest training (one token step at 64 px); the MODEL,
+    CLIP, VAE and images links are the caller's."""
+    return {
+        "concept_name": "test_concept",
+        "category": "dog",
+        "preset": "custom",
+        "unet_format": "lora",
+        "lora_rank": 4,
+        "overwrite": False,
+        "seed": 0,
+        "token_steps": 1,
+        "cross_attention_steps": 0,
+        "unet_steps": 0,
+        "resolution": 64,
+        "token_batch_size": 1,
+        **changes,
+    }

@@ -16,7 +16,7 @@ import requests
 import torch
 from comfy_server import CHECKPOINT_NAME, ExecutionFailed, PromptBuilder, PromptRejected
 from fixture_models import stage_concept, stage_reward_head, stage_tiny_clip
-from graphs import sampling_graph
+from graphs import advanced_sampler_settings, one_step_training_inputs, sampling_graph
 from unit.tiny_models import write_tiny_classifier
 
 REJECT, STEER_ERROR = "rejected by validation", "a SteerError"
@@ -45,21 +45,7 @@ def _sampled(loss_factory=None, steps=1, **sampler):
 
 
 def _advanced(steps=1, **changes):
-    settings = dict(
-        gradient_path="x0_shortcut",
-        step_rule="image_normalized",
-        scale=0.5,
-        max_step=1.0,
-        eta=0.0,
-        augment_copies=0,
-        guidance_start=0.0,
-        guidance_end=1.0,
-        time_travel_repeats=1,
-        time_travel_start=0.3,
-        time_travel_end=0.7,
-        cfg_gradient="positive",
-    )
-    settings.update(changes)
+    settings = advanced_sampler_settings(**changes)
 
     def build(comfy):
         def steer(b, ckpt):
@@ -108,26 +94,8 @@ def _train(**changes):
         b = PromptBuilder()
         ckpt = b.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT_NAME)
         photos = b.node("EmptyImage", width=64, height=64, batch_size=4, color=0x336699)
-        inputs = dict(
-            model=ckpt.out(0),
-            clip=ckpt.out(1),
-            vae=ckpt.out(2),
-            images=photos.out(0),
-            concept_name="bad_concept",
-            category="dog",
-            preset="custom",
-            unet_format="lora",
-            lora_rank=4,
-            overwrite=False,
-            seed=0,
-            token_steps=1,
-            cross_attention_steps=0,
-            unet_steps=0,
-            resolution=64,
-            token_batch_size=1,
-        )
-        inputs.update(changes)
-        train = b.node("SteerAttnDreamBoothTrain", **inputs)
+        links = {"model": ckpt.out(0), "clip": ckpt.out(1), "vae": ckpt.out(2), "images": photos.out(0)}
+        train = b.node("SteerAttnDreamBoothTrain", **links, **one_step_training_inputs(**{"concept_name": "bad_concept", **changes}))
         b.node("PreviewImage", images=train.out(3))
         return b.prompt()
 

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 from comfy_server import ExecutionFailed, PromptBuilder
+from graphs import advanced_sampler_settings, one_step_training_inputs
 from workflow_files import stage_tiny_decoders
 
 FAMILIES = ("sdxl", "sd3", "flux_dev", "flux_schnell", "chroma")
@@ -132,21 +133,8 @@ def test_the_family_taesd_decoder_serves_the_loss(comfy, tiny_decoders, family):
 def advanced(checkpointing):
     def factory(b, vae):
         loss = b.node("SteerColorLoss", color="#ff0000", match="pixels")
-        settings = dict(
-            gradient_path="through_model",
-            cfg_gradient="positive",
-            step_rule="image_normalized",
-            scale=1.0,
-            max_step=0.5,
-            augment_copies=0,
-            time_travel_repeats=1,
-            time_travel_start=0.3,
-            time_travel_end=0.7,
-            guidance_start=0.0,
-            guidance_end=1.0,
-            eta=0.0,
-            loss_decoder="vae",
-            gradient_checkpointing=checkpointing,
+        settings = advanced_sampler_settings(
+            gradient_path="through_model", scale=1.0, max_step=0.5, loss_decoder="vae", gradient_checkpointing=checkpointing
         )
         return b.node("SteerGuidedSamplerAdvanced", vae=vae, loss=loss.out(0), **settings)
 
@@ -176,18 +164,7 @@ def test_attndreambooth_refuses_the_family_and_names_what_it_supports(comfy, fam
         clip=ckpt.out(1),
         vae=models.out(1),
         images=photos.out(0),
-        concept_name=f"refused_{family}",
-        category="dog",
-        preset="custom",
-        unet_format="lora",
-        lora_rank=4,
-        overwrite=False,
-        seed=0,
-        token_steps=1,
-        cross_attention_steps=0,
-        unet_steps=0,
-        resolution=64,
-        token_batch_size=1,
+        **one_step_training_inputs(concept_name=f"refused_{family}"),
     )
     b.node("PreviewImage", node_id=f"preview_{family}", images=train.out(3))
     with pytest.raises(ExecutionFailed) as failure:
