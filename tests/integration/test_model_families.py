@@ -173,3 +173,22 @@ def test_attndreambooth_refuses_the_family_and_names_what_it_supports(comfy, fam
     assert failure.value.exception_type.endswith("SteerError"), message
     assert "1.x" in message and "2.x" in message and "not supported" in message, message
     assert not (comfy.models_dir / "loras" / f"refused_{family}.safetensors").exists()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_both_cfg_gradients_steer_through_the_model(comfy, family):
+    """positive: the gradient through the prompt's branch only (the negative one runs without a graph); combined: through
+    the whole CFG prediction. Flux at cfg 1 has one branch, so the two are the same computation there."""
+    plain = pixels(comfy, family, euler, "plain")
+    images = {}
+    for cfg_gradient in ("positive", "combined"):
+
+        def factory(b, vae, cfg_gradient=cfg_gradient):
+            loss = b.node("SteerColorLoss", color="#ff0000", match="pixels")
+            settings = advanced_sampler_settings(gradient_path="through_model", scale=1.0, max_step=0.5, cfg_gradient=cfg_gradient)
+            return b.node("SteerGuidedSamplerAdvanced", vae=vae, loss=loss.out(0), **settings)
+
+        images[cfg_gradient] = pixels(comfy, family, factory, f"cfg_{cfg_gradient}")
+        assert redness(images[cfg_gradient]) - redness(plain) > 0.02, (family, cfg_gradient)
+    if family.startswith("flux"):
+        assert np.array_equal(images["positive"], images["combined"])
