@@ -177,7 +177,7 @@ def backward_memory_of(guider, vae, latent_shape, config: GuidanceConfig, loss_d
 
 
 @contextlib.contextmanager
-def differentiable_models(guider, vae, config: GuidanceConfig, loss_decoder: str = "vae", checkpointing: bool = True, latent_shape=None):
+def differentiable_models(guider, vae, config: GuidanceConfig, loss_decoder: str, checkpointing: bool, latent_shape: tuple[int, ...]):
     """Loads differentiable clones of the UNet (when the gradient goes through it) and the VAE
     together, with gradient checkpointing on their blocks for the span of sampling, reserving the
     memory their backward passes need; then hands the model back to the guider's own patcher and
@@ -190,7 +190,7 @@ def differentiable_models(guider, vae, config: GuidanceConfig, loss_decoder: str
     if loss_decoder == "vae":
         patchers.append(differentiable_clone(vae.patcher))
         blocks += vae_decoder_checkpoint_blocks(vae.first_stage_model)
-    extra = backward_memory_of(guider, vae, latent_shape, config, loss_decoder, checkpointing) if latent_shape is not None else 0
+    extra = backward_memory_of(guider, vae, latent_shape, config, loss_decoder, checkpointing)
     comfy.model_management.load_models_gpu(patchers, memory_required=extra)
     try:
         with gradient_checkpointing(blocks, enabled=checkpointing, in_place=in_place):

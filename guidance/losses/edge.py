@@ -37,12 +37,15 @@ class EdgeLoss:
         self.name = "edges(reference)"
         self._key = None
         self._edges = None
+        self._target = None
 
     def _reference_edges(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) the references' raw edges at the images' size, and their unmasked target, once per size."""
         ref = self.reference.like(images)
         key = (ref.data_ptr(), ref.shape)
         if key != self._key:
             self._edges, self._key = sobel_edges(ref), key
+            self._target = unit_rms(self._edges).mean(dim=0, keepdim=True)
         return self._edges
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -51,7 +54,7 @@ class EdgeLoss:
     def weighted(self, images: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         references = self._reference_edges(images)  # (N, 1, H, W)
         if weights is None:
-            target = unit_rms(references).mean(dim=0, keepdim=True)
+            target = self._target
         else:
             target = torch.stack([unit_rms(references, w[None].expand(len(references), -1, -1, -1)).mean(dim=0) for w in weights])
         return weighted_mean((unit_rms(sobel_edges(images), weights) - target).square(), weights)[:, 0]

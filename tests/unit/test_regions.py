@@ -4,13 +4,11 @@ import dataclasses
 
 import pytest
 import torch
-from unit.tiny_models import write_tiny_clip
 from unit.toy import GaussianDenoiser, karras_like_sigmas
 
 from steer.errors import SteerError
 from steer.guidance.augment import AugmentConfig, RandomAugment, augmented_loss
 from steer.guidance.config import GuidanceConfig, TimeTravel, preset
-from steer.guidance.hf_models import load_guidance_model
 from steer.guidance.losses.base import Window
 from steer.guidance.losses.clip import CLIPImageLoss, HFCLIPEncoder
 from steer.guidance.losses.color import ReferenceColorLoss, TargetColorLoss
@@ -80,12 +78,9 @@ def test_pixel_losses_see_only_their_region(loss):
     assert torch.allclose(masked(changed), masked(images.detach()), atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("models") / "tiny-clip"
-    write_tiny_clip(folder)
-    return load_guidance_model(folder)
+@pytest.fixture
+def clip(tiny_clip):
+    return tiny_clip
 
 
 def test_model_losses_score_the_masks_bounding_box(clip):

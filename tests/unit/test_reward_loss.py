@@ -5,13 +5,11 @@ import dataclasses
 import pytest
 import torch
 from safetensors.torch import save_file
-from unit.tiny_models import write_tiny_clip
 from unit.toy import GaussianDenoiser, karras_like_sigmas
 
 from steer.errors import SteerError
 from steer.guidance.augment import AugmentConfig
 from steer.guidance.config import preset
-from steer.guidance.hf_models import load_guidance_model
 from steer.guidance.losses.clip import HFCLIPEncoder
 from steer.guidance.losses.masked import MaskedLoss
 from steer.guidance.losses.reward import RewardHead, RewardLoss, load_reward_head
@@ -85,12 +83,9 @@ def test_files_that_are_not_heads_are_refused_with_what_is_wrong(state, message)
         RewardHead(state)
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("models") / "tiny-clip"
-    write_tiny_clip(folder)
-    return load_guidance_model(folder)
+@pytest.fixture
+def clip(tiny_clip):
+    return tiny_clip
 
 
 def test_a_head_for_another_clip_width_is_refused_before_sampling(clip):
