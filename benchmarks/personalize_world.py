@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..personalize.backbone import TextConditioning
 from ..personalize.data import AugmentationConfig, TrainingImages
 from ..personalize.diffusers_backbone import DiffusersBackbone
 from ..personalize.export import lora_factors
@@ -126,7 +127,7 @@ def generate(backbone: BenchBackbone, asked: list[Prompt], concept_index: int, s
         for k in range(SAMPLES_PER_PROMPT):
             texts.append(prompt.text if trained else without_subject_token(prompt.text))
             meta.append(prompt)
-    conditions = torch.cat([backbone.encode_concept_text(text) for text in texts])
+    conditions = TextConditioning.cat([backbone.encode_concept_text(text) for text in texts])
     seeds = _seeds(concept_index, seed, len(texts))
     return sample_images(backbone, conditions, seeds, size=IMAGE_SIZE, steps=SAMPLING_STEPS, cfg=SAMPLING_CFG), meta
 

@@ -8,6 +8,10 @@ Nothing is downloaded: the CLIP BPE tokenizer is built from vocab/merges files w
 The UNet keeps SD's layout (cross-attention down/up blocks and mid block) at one of UNET_SIZES; the
 text model is a two-layer CLIP TEXT_WIDTH wide, the VAE a two-level AutoencoderKL (it halves the
 image side), the scheduler SD's DDPM schedule. Weights are seeded: same seed, same models.
+
+`random_sdxl_components` is the SDXL layout in the same spirit: a first level without attention,
+two transformer blocks at the second, the "text_time" added conditioning, CLIP-L TEXT_WIDTH wide
+and a projected CLIP-G SDXL_G_WIDTH wide.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import torch
 
 WORDS = ("a", "photo", "of", "dog", "doll", "cat", "teddy", "bear", "backpack")
 TEXT_WIDTH = 32
+SDXL_G_WIDTH = 48
+SDXL_TIME_EMBED = 256  # per size number, as ComfyUI's SDXL (model_base.SDXL: Timestep(256))
 UNET_SIZES = {
     "tiny": dict(
         block_out_channels=(16, 32),
@@ -85,30 +91,86 @@ def random_sd_components(
 ):
     """(unet, text_encoder, tokenizer, vae, scheduler) with seeded random weights; `sample_size` is
     the latent side (the VAE's image side is twice it)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
 
-    tokenizer = CLIPTokenizer(vocab=str(tokenizer_folder / "vocab.json"), merges=str(tokenizer_folder / "merges.txt"), model_max_length=77)
+    tokenizer = _tokenizer(tokenizer_folder)
     torch.manual_seed(seed)
     # attention_head_dim: diffusers' SD configs mean "heads" here.
     unet = UNet2DConditionModel(
         sample_size=sample_size, in_channels=4, out_channels=4, cross_attention_dim=TEXT_WIDTH, **UNET_SIZES[unet_size]
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=TEXT_WIDTH,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            projection_dim=TEXT_WIDTH,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+    text_encoder = CLIPTextModel(_text_config(tokenizer, TEXT_WIDTH))
+    return unet, text_encoder, tokenizer, _vae(sample_size), _scheduler(prediction_type)
+
+
+def random_sdxl_components(tokenizer_folder: Path, *, sample_size: int = 8, seed: int = 0) -> dict:
+    """DiffusersBackbone's keyword arguments for a seeded random SDXL-shaped model: unet, text_encoder
+    (CLIP-L), tokenizer, vae, scheduler, text_encoder_2 (CLIP-G with its projection), tokenizer_2."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = _tokenizer(tokenizer_folder)
+    tokenizer_2 = _tokenizer(tokenizer_folder, pad_token="!")  # SDXL's second tokenizer pads with "!", not the end token
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        # ComfyUI's UNet has 32 norm groups and SDXL 64 channels per head: the same weights build it too
+        # (benchmarks/comfy_tiny_sdxl.py), with two heads at the second level.
+        block_out_channels=(32, 128),
+        layers_per_block=1,
+        norm_num_groups=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2),
+        attention_head_dim=(1, 2),  # heads, in diffusers' naming
+        use_linear_projection=True,
+        cross_attention_dim=TEXT_WIDTH + SDXL_G_WIDTH,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=SDXL_TIME_EMBED,
+        projection_class_embeddings_input_dim=SDXL_G_WIDTH + 6 * SDXL_TIME_EMBED,
     )
-    vae = AutoencoderKL(
+    return {
+        "unet": unet,
+        # Three layers: SDXL reads the penultimate one (ComfyUI requires it to be a middle layer).
+        "text_encoder": CLIPTextModel(_text_config(tokenizer, TEXT_WIDTH, layers=3)),
+        "tokenizer": tokenizer,
+        "vae": _vae(sample_size),
+        "scheduler": _scheduler("epsilon"),
+        "text_encoder_2": CLIPTextModelWithProjection(_text_config(tokenizer_2, SDXL_G_WIDTH, layers=3)),
+        "tokenizer_2": tokenizer_2,
+    }
+
+
+def _tokenizer(folder: Path, **options):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), model_max_length=77, **options)
+
+
+def _text_config(tokenizer, width: int, layers: int = 2):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=width,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _vae(sample_size: int):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
@@ -119,7 +181,11 @@ def random_sd_components(
         norm_num_groups=8,
         sample_size=2 * sample_size,
     )
-    scheduler = DDPMScheduler(
+
+
+def _scheduler(prediction_type: str):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000, prediction_type=prediction_type
     )
-    return unet, text_encoder, tokenizer, vae, scheduler

@@ -177,8 +177,9 @@ NEEDS_COMFYUI_FOR_CHECKPOINTS = (
 
 
 @contextmanager
-def open_backbone(model_path: str, device: str | None, photos):
-    """Yields (backbone, description) for a diffusers folder or a single-file checkpoint."""
+def open_backbone(model_path: str, device: str | None, photos_for):
+    """Yields (backbone, description, photos) for a diffusers folder or a single-file checkpoint;
+    `photos_for(backbone)` prepares the TrainingImages (their size depends on the model)."""
     path = Path(model_path)
     if path.is_dir():
         import torch
@@ -187,8 +188,9 @@ def open_backbone(model_path: str, device: str | None, photos):
 
         chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
         backbone = DiffusersBackbone.from_pretrained(str(path), device=chosen)
+        photos = photos_for(backbone)
         backbone.cache_latents(photos.all_views())
-        yield backbone, f"diffusers folder {path} on {chosen}"
+        yield backbone, f"diffusers folder {path} on {chosen}", photos
         return
     if not path.is_file():
         raise SteerError(f"--model {model_path!r} does not exist; give a diffusers model folder or a checkpoint file")
@@ -207,14 +209,15 @@ def open_backbone(model_path: str, device: str | None, photos):
             :4
         ]
     if model is None or clip is None or vae is None:
-        raise SteerError(f"{path.name} lacks a UNet, text encoder or VAE; AttnDreamBooth needs a full SD1.x/SD2.x checkpoint")
+        raise SteerError(f"{path.name} lacks a UNet, text encoder or VAE; AttnDreamBooth needs a full SD1.x, SD2.x or SDXL checkpoint")
     from ..nodes.comfy_personalize import ComfyBackbone  # only importable with ComfyUI on sys.path
 
     with torch.inference_mode(False), torch.enable_grad():
         backbone = ComfyBackbone(model, clip, vae)
+        photos = photos_for(backbone)
         backbone.cache_latents(photos.all_views())
         with backbone:
-            yield backbone, f"{path.name} through ComfyUI ({backbone.architecture}) on {backbone.device}"
+            yield backbone, f"{path.name} through ComfyUI ({backbone.architecture}) on {backbone.device}", photos
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,6 +226,7 @@ def open_backbone(model_path: str, device: str | None, photos):
 def run_train(args) -> None:
     from ..personalize.data import TrainingImages
     from ..personalize.export import validate_concept_name
+    from ..personalize.stages import plan_for_model
     from ..personalize.trainer import RuntimeOptions, validate_category
     from ..personalize.training_run import check_target_free, save_concept, train_concept
 
@@ -235,11 +239,16 @@ def run_train(args) -> None:
     embeddings = Path(args.out_embeddings) if args.out_embeddings else _default_out("embeddings")
     loras = Path(args.out_loras) if args.out_loras else _default_out("loras")
     check_target_free(name, [embeddings], [loras], args.overwrite)
-    photos = TrainingImages(load_photos(args.images), plan.resolution, views_per_image=args.augmented_views, view_seed=args.seed)
+    photo_list = load_photos(args.images)
     progress = TerminalProgress()
     stream = progress.stream
 
-    with open_backbone(args.model, args.device, photos) as (backbone, description):
+    def photos_for(backbone) -> TrainingImages:
+        nonlocal plan
+        plan = plan_for_model(plan, sdxl=backbone.is_sdxl)  # the presets train SDXL at 1024 px
+        return TrainingImages(photo_list, plan.resolution, views_per_image=args.augmented_views, view_seed=args.seed)
+
+    with open_backbone(args.model, args.device, photos_for) as (backbone, description, photos):
         stream.write(
             f"AttnDreamBooth '{name}' ({category}): {len(photos)} photos, preset {plan.name}, {plan.total_steps} steps, {description}\n"
         )

@@ -114,14 +114,15 @@ def out_of_place_clip_layer(layer, x, mask=None, optimized_attention=None):
     return x + layer.mlp(layer.layer_norm2(x))
 
 
-def out_of_place_clip_layers(encoder: torch.nn.Module):
-    """A scope in which every CLIPLayer of `encoder` runs the out-of-place forward: an instance
-    attribute on those layers only (the class is untouched, so other encoders are not affected)."""
-    return patched_attributes(
+def out_of_place_clip_layers(encoder: torch.nn.Module) -> list[tuple]:
+    """The (layer, "forward", out-of-place forward) changes, for patching.AttributePatch, that make every
+    CLIPLayer of `encoder` add its residuals out of place: instance attributes on those layers only
+    (the class is untouched, so other encoders are not affected)."""
+    return [
         (module, "forward", types.MethodType(out_of_place_clip_layer, module))
         for module in encoder.modules()
         if isinstance(module, comfy.clip_model.CLIPLayer)
-    )
+    ]
 
 
 def image_to_bchw(image: torch.Tensor) -> torch.Tensor:

@@ -9,18 +9,16 @@ Every ComfyUI quirk training meets is handled here, one function each, in our sc
 - Trainable weights: every UNet weight and bias gets a wrapper that hands the layer our float32
   nn.Parameter instead of its own (possibly fp16, LoRA-patched) weight. The parameters start as
   exact copies of the weights ComfyUI loaded, so upstream LoRAs are part of the base model.
-- The new token is a float32 vector put into CLIP's token list as `(vector, 1.0)` where the word
-  would be: ComfyUI's `process_tokens` splices tensor entries in as input embeddings, which is
-  exactly what `embedding:<name>` does at inference time.
-- `CLIPLayer.forward` adds residuals in place (`x += ...`), which breaks backward into the token.
-  While training, the CLIP layers of *this* text encoder get an out-of-place forward (instance
-  attribute, restored on exit even on error); the class itself is never patched.
+- The new token (one float32 vector per text encoder: CLIP-L and CLIP-G on SDXL) and the CLIP's
+  in-place residuals: comfy_personalize_text.py.
 - Cross-attention capture: `set_model_attn2_replace` on every block with an attn2 layer of the
   training clone, computing softmax(QKᵀ/√d) explicitly (float32) and handing the probabilities
   to `capture.record`. Self-attention keeps ComfyUI's fused kernel.
 - The noise schedule: ᾱ_t = 1 / (1 + σ_t²) from the MODEL's (possibly patched) model_sampling;
   ε or v by its type. The UNet is called directly with the DDPM-scaled x_t and the integer t,
-  which is what BaseModel.apply_model computes from (x0 + σ·ε, σ).
+  which is what BaseModel.apply_model computes from (x0 + σ·ε, σ). On SDXL it also takes `y`,
+  the model's own `encode_adm` of CLIP-G's pooled vector and the latent's image size, uncropped
+  (what ComfyUI's samplers pass for a latent of that size).
 - Memory: `load_models_gpu(..., force_full_load=True)` for the UNet and CLIP clones (training
   activations are not in ComfyUI's estimate, so partial loading would copy weights per forward);
   gradient checkpointing by instance-level forward wrappers on every ResBlock and
@@ -45,13 +43,13 @@ from comfy.ldm.modules.attention import SpatialTransformer
 from ..errors import SteerError
 from ..guidance.checkpointing import checkpointed
 from ..patching import AttributePatch
-from ..personalize.backbone import EncodedPrompt
+from ..personalize.backbone import EncodedPrompt, TextConditioning
 from ..personalize.latent_cache import DEFAULT_BUDGET_BYTES, LatentCache, sample_latents
-from ..personalize.prompt import category_token_id, check_prompt_length, split_at_placeholder
 from ..personalize.regularizer import AttentionCapture, capturing_attention, merge_heads, split_heads
 from ..personalize.stages import CROSS_ATTENTION, TOKEN, UNET
-from .comfy_common import differentiable_clone, out_of_place_clip_layers, unet_checkpoint_blocks
-from .comfy_trainable import check_supported, noise_schedule_of, single_text_encoder
+from .comfy_common import differentiable_clone, unet_checkpoint_blocks
+from .comfy_personalize_text import ComfyPromptEncoder
+from .comfy_trainable import check_supported, is_sdxl, noise_schedule_of, text_encoders
 
 log = logging.getLogger("steer")
 
@@ -144,25 +142,21 @@ class ComfyBackbone:
         self._model, self._clip, self._vae = model, clip, vae
         self._base = model.model
         self._diffusion_model = self._base.diffusion_model
-        self._text_encoder, self._tokenizer = single_text_encoder(clip)
-        self._token_key = clip.tokenizer.clip_name  # "l" (SD1.x) or "h" (SD2.x)
-        self.embedding_key = self._tokenizer.embedding_key  # "clip_l" / "clip_h"
+        self.is_sdxl = is_sdxl(model)
+        self._text = ComfyPromptEncoder(clip, text_encoders(model, clip), pooled=self.is_sdxl)
         model_sampling = model.get_model_object("model_sampling")
         self.schedule = noise_schedule_of(model_sampling)
         self._sigmas = model_sampling.sigmas.detach().float().cpu()
         self.device = torch.device(model.load_device)
-        self.architecture = type(self._base.model_config).__name__  # "SD15" / "SD20"
+        self.architecture = type(self._base.model_config).__name__  # "SD15", "SD20", "SDXL", "SSD1B"...
         self.identity = f"comfyui-{self.architecture}"  # completed from the weights by open()
 
-        width = self._text_encoder.transformer.get_input_embeddings().weight.shape[1]
-        self.token = torch.nn.Parameter(torch.zeros(width, dtype=torch.float32), requires_grad=False)
         self._wrappers: dict[str, _TrainableWeight] = {}
         self._unet = None  # the training clone of the MODEL's patcher
         self._clip_patcher = None  # a differentiable clone of the CLIP's patcher
         self._parameters: dict[str, torch.nn.Parameter] = {}
         self._groups = None
         self._checkpointed = AttributePatch()
-        self._scope = None
         self._latents = LatentCache(latent_cache_bytes)
         self._vae_signature: str | None = None
 
@@ -214,25 +208,21 @@ class ComfyBackbone:
                 trainable_copy = torch.nn.Parameter(parameter.detach().to(self.device, torch.float32, copy=True), requires_grad=False)
                 self._parameters[name] = trainable_copy
                 self._wrappers[name].parameter = trainable_copy
-        self.token = torch.nn.Parameter(self.token.detach().to(self._text_encoder_device()), requires_grad=False)
+        self._text.open()
         self._groups = {
-            TOKEN: {"token": self.token},
+            TOKEN: self._text.parameters(),
             CROSS_ATTENTION: {name: p for name, p in self._parameters.items() if ".attn2." in name},
             UNET: dict(self._parameters),
         }
-        signature = weights_signature([self._diffusion_model, self._text_encoder])
+        signature = weights_signature([self._diffusion_model, *(encoder.encoder for encoder in self._text.encoders)])
         if self._vae_signature is None:
             self._vae_signature = weights_signature([self._vae.first_stage_model])
         self.identity = f"comfyui-{self.architecture}-{hashlib.sha256((signature + self._vae_signature).encode()).hexdigest()[:24]}"
-        self._scope = out_of_place_clip_layers(self._text_encoder)
-        self._scope.__enter__()
 
     def close(self) -> None:
         """Remove every in-scope patch and release the trainable weights (after export)."""
         self.set_gradient_checkpointing(False)
-        if self._scope is not None:
-            scope, self._scope = self._scope, None
-            scope.__exit__(None, None, None)
+        self._text.close()
         for wrapper in self._wrappers.values():
             wrapper.parameter = None
         self._parameters = {}
@@ -250,9 +240,6 @@ class ComfyBackbone:
         if self._unet is None:
             raise RuntimeError("ComfyBackbone is not open: use `with backbone:` around training")
 
-    def _text_encoder_device(self) -> torch.device:
-        return self._text_encoder.transformer.get_input_embeddings().weight.device
-
     # --- parameters -------------------------------------------------------------------------
 
     def parameter_groups(self):
@@ -260,12 +247,10 @@ class ComfyBackbone:
         return self._groups
 
     def reset_token(self, category: str) -> None:
-        with torch.no_grad():
-            row = self._text_encoder.transformer.get_input_embeddings().weight[category_token_id(category, self._word_ids)]
-            self.token.copy_(row.to(self.token.device, torch.float32))
+        self._text.reset(category)
 
-    def token_embedding(self) -> torch.Tensor:
-        return self.token.detach().float().cpu()[None]
+    def token_embeddings(self) -> dict[str, torch.Tensor]:
+        return self._text.embeddings()
 
     def unet_weight_deltas(self) -> dict[str, torch.Tensor]:
         """trained − loaded weight; the clone is (re)loaded first, so the base is exactly the weight
@@ -288,43 +273,24 @@ class ComfyBackbone:
 
     # --- text --------------------------------------------------------------------------------
 
-    def _word_ids(self, text: str) -> list[int]:
-        tokenizer = self._tokenizer
-        ids = tokenizer.tokenizer(text)["input_ids"]
-        end = -1 if tokenizer.tokenizer_adds_end_token else None
-        return list(ids[tokenizer.tokens_start : end])
-
-    def prompt_tokens(self, prompt: str) -> tuple[list[tuple], int]:
-        """ComfyUI's token list for a prompt with one [V]: (token, weight) pairs, [V] being
-        (self.token, 1.0), padded like SDTokenizer does; and [V]'s position."""
-        before_ids, after_ids = split_at_placeholder(prompt, self._word_ids)
-        tokenizer = self._tokenizer
-        head = [tokenizer.start_token] if tokenizer.start_token is not None else []
-        tail = [tokenizer.end_token] if tokenizer.end_token is not None else []
-        tokens = [(t, 1.0) for t in head + before_ids] + [(self.token, 1.0)] + [(t, 1.0) for t in after_ids + tail]
-        check_prompt_length(len(tokens), tokenizer.max_length)
-        tokens += [(tokenizer.pad_token, 1.0)] * (tokenizer.max_length - len(tokens))
-        return tokens, len(head) + len(before_ids)
-
     def encode_prompt(self, prompt: str) -> EncodedPrompt:
         self._require_open()
-        tokens, token_index = self.prompt_tokens(prompt)
-        encoder = self._clip.cond_stage_model
-        # What CLIP.encode_from_tokens does, minus its load call (the clone is loaded already).
-        encoder.reset_clip_options()
-        if self._clip.layer_idx is not None:
-            encoder.set_clip_options({"layer": self._clip.layer_idx})
-        embeddings = encoder.encode_token_weights({self._token_key: [tokens]})[0]
-        return EncodedPrompt(embeddings=embeddings.to(self.device, torch.float32), token_index=token_index, category_index=token_index + 1)
+        tokens, token_index = self._text.prompt_tokens(prompt)
+        embeddings, pooled = self._text.encode_tokens(tokens)
+        return EncodedPrompt(
+            embeddings=embeddings.to(self.device, torch.float32),
+            pooled=None if pooled is None else pooled.to(self.device, torch.float32),
+            token_index=token_index,
+            category_index=token_index + 1,
+        )
 
     @torch.no_grad()
-    def encode_text(self, prompt: str) -> torch.Tensor:
+    def encode_text(self, prompt: str) -> TextConditioning:
         self._require_open()
-        encoder = self._clip.cond_stage_model
-        encoder.reset_clip_options()
-        if self._clip.layer_idx is not None:
-            encoder.set_clip_options({"layer": self._clip.layer_idx})
-        return encoder.encode_token_weights(self._clip.tokenize(prompt))[0].to(self.device, torch.float32)
+        embeddings, pooled = self._text.encode_plain(prompt)
+        return TextConditioning(
+            embeddings.to(self.device, torch.float32), None if pooled is None else pooled.to(self.device, torch.float32)
+        )
 
     # --- images -------------------------------------------------------------------------------
 
@@ -376,7 +342,9 @@ class ComfyBackbone:
 
     # --- the UNet ---------------------------------------------------------------------------
 
-    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    def predict_noise(
+        self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor, pooled: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self._require_open()
         # A fresh copy each call: the UNet writes "block", "original_shape"... into it.
         options = dict(self._unet.model_options.get("transformer_options", {}))
@@ -384,7 +352,14 @@ class ComfyBackbone:
         options["sigmas"] = self._sigmas[timesteps.cpu().long()].to(self.device)
         x = noisy_latents.to(self.device, torch.float32)
         context = text_embeddings.to(self.device, torch.float32)
-        output = self._diffusion_model(x, timesteps.to(self.device).float(), context=context, transformer_options=options)
+        extra = {}
+        if self.is_sdxl:
+            if pooled is None:
+                raise ValueError("SDXL needs the pooled text vector (EncodedPrompt.pooled)")
+            height, width = (side * self._vae.downscale_ratio for side in x.shape[-2:])
+            y = self._base.encode_adm(pooled_output=pooled.to(self.device, torch.float32), width=width, height=height)
+            extra["y"] = y.to(self.device, torch.float32)
+        output = self._diffusion_model(x, timesteps.to(self.device).float(), context=context, transformer_options=options, **extra)
         return output.float()
 
     def attention_capture(self, capture: AttentionCapture):

@@ -23,7 +23,18 @@ from ..errors import SteerError
 from ..personalize.data import DEFAULT_VIEWS, TrainingImages
 from ..personalize.export import DEFAULT_LORA_RANK, UNET_FORMATS, trigger_phrase, validate_concept_name
 from ..personalize.plot import plot_history
-from ..personalize.stages import CROSS_ATTENTION, CUSTOM, OFFICIAL, PARAMETER_GROUPS, PRESETS, TOKEN, UNET, build_plan
+from ..personalize.stages import (
+    CROSS_ATTENTION,
+    CUSTOM,
+    OFFICIAL,
+    PARAMETER_GROUPS,
+    PRESETS,
+    SDXL_RESOLUTION,
+    TOKEN,
+    UNET,
+    build_plan,
+    plan_for_model,
+)
 from ..personalize.trainer import PRECISIONS, RuntimeOptions, validate_category
 from ..personalize.training_run import check_target_free, save_concept, train_concept
 from ..safe_files import file_in_folder, safetensors_header
@@ -84,7 +95,8 @@ def _custom_inputs() -> dict[str, io.Input]:
         max=2048,
         step=64,
         optional=True,
-        tooltip="Only with preset 'custom': training size in pixels (square crops). Official: 512; SD2.x 768-v models: 768.",
+        tooltip=f"Only with preset 'custom': training size in pixels (square crops). Official: 512; SD2.x 768-v models: 768; "
+        f"SDXL: {SDXL_RESOLUTION} (the presets use it on SDXL).",
     )
     return inputs
 
@@ -103,14 +115,19 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
             description="AttnDreamBooth (Pang et al., NeurIPS 2024): learn a subject from 3–20 photos in three stages (the new "
             "token's embedding, then the cross-attention layers, then the whole UNet) with a cross-attention regularizer that keeps "
             "the token's attention like its category's. Saves models/embeddings/<name>.safetensors (use it as embedding:<name>), "
-            "models/loras/<name>.safetensors (for LoraLoaderModelOnly) and models/loras/<name>.json. SD1.x and SD2.x. "
+            "models/loras/<name>.safetensors (for LoraLoaderModelOnly) and models/loras/<name>.json. SD1.x, SD2.x and SDXL (one "
+            "learned vector each for CLIP-L and CLIP-G; the presets train SDXL at 1024 px). "
             "Cancel keeps a checkpoint: queue the same graph again to resume.",
             is_output_node=True,
             inputs=[
                 io.Model.Input(
-                    "model", tooltip="An SD1.x or SD2.x model (from a checkpoint loader). Upstream LoRAs are trained on top of."
+                    "model", tooltip="An SD1.x, SD2.x or SDXL model (from a checkpoint loader). Upstream LoRAs are trained on top of."
                 ),
-                io.Clip.Input("clip", tooltip="The CLIP of the same checkpoint. It stays frozen; only the new token's vector is learned."),
+                io.Clip.Input(
+                    "clip",
+                    tooltip="The CLIP of the same checkpoint. It stays frozen; only the new token's vector is learned (on SDXL one "
+                    "vector for CLIP-L and one for CLIP-G, saved in one embedding file).",
+                ),
                 io.Vae.Input("vae", tooltip="The VAE of the same checkpoint; it encodes the photos (once per augmented view)."),
                 io.Image.Input(
                     "images",
@@ -132,9 +149,10 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
                     "preset",
                     [*PRESETS, CUSTOM],
                     default="official",
-                    tooltip="official: the paper's numbers (60 + 100 + 500 steps, batch 8, 512 px); pick it when prompts must be "
-                    "obeyed. fast: stage 3 is 200 steps at lr 1e-5, batch 4 (about 3× quicker): a closer likeness, but it obeys "
-                    "the prompt a little less (measured by `steer bench personalize`, see the README). custom: the numbers below.",
+                    tooltip="official: the paper's numbers (60 + 100 + 500 steps, batch 8, 512 px; SDXL at 1024 px); pick it when "
+                    "prompts must be obeyed. fast: stage 3 is 200 steps at lr 1e-5, batch 4 (about 3× quicker): a closer likeness, "
+                    "but it obeys the prompt a little less (measured by `steer bench personalize`, see the README). custom: the "
+                    "numbers below.",
                 ),
                 Choice(
                     "unet_format",
@@ -268,8 +286,9 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
         seed = int(seed)
 
         with torch.inference_mode(False), torch.enable_grad():
-            photos = TrainingImages.from_batch(images, plan.resolution, views_per_image=int(augmented_views), view_seed=seed)
             backbone = ComfyBackbone(model, clip, vae)  # checks the architecture and that model, CLIP and VAE match
+            plan = plan_for_model(plan, sdxl=backbone.is_sdxl)  # the presets train SDXL at 1024 px
+            photos = TrainingImages.from_batch(images, plan.resolution, views_per_image=int(augmented_views), view_seed=seed)
             pbar = comfy.utils.ProgressBar(max(plan.total_steps, 1))
 
             def progress(done, total, loss):

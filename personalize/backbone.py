@@ -18,9 +18,35 @@ from .schedule import NoiseSchedule
 
 
 @dataclass(frozen=True)
-class EncodedPrompt:
-    embeddings: torch.Tensor  # (1, tokens, width); in the graph of the token while it is trainable
-    token_index: int  # position of [V] in the token sequence
+class TextConditioning:
+    """What the UNet is conditioned on: the per-token text embeddings and, for SDXL, the pooled
+    CLIP-G vector (with the image size it joins the UNet's added conditioning)."""
+
+    embeddings: torch.Tensor  # (batch, tokens, width); in the graph of the token while it is trainable
+    pooled: torch.Tensor | None = None  # (batch, pooled width) for SDXL; None for SD1.x/SD2.x
+
+    def expand(self, batch: int) -> "TextConditioning":
+        """The same conditioning repeated for a batch (from a batch of 1)."""
+        pooled = None if self.pooled is None else self.pooled.expand(batch, -1)
+        return TextConditioning(self.embeddings.expand(batch, -1, -1), pooled)
+
+    def float(self) -> "TextConditioning":
+        return TextConditioning(self.embeddings.float(), None if self.pooled is None else self.pooled.float())
+
+    @staticmethod
+    def cat(parts: Sequence["TextConditioning"]) -> "TextConditioning":
+        pooled = [part.pooled for part in parts]
+        if any(p is None for p in pooled) and not all(p is None for p in pooled):
+            raise ValueError("cannot batch conditionings with and without a pooled vector")
+        joined = None if pooled[0] is None else torch.cat(pooled)
+        return TextConditioning(torch.cat([part.embeddings for part in parts]), joined)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodedPrompt(TextConditioning):
+    """A training prompt's conditioning and where [V] and the category word sit in it."""
+
+    token_index: int  # position of [V] in the token sequence (the same in every text encoder)
     category_index: int  # position of the category word's first token (token_index + 1)
 
 
@@ -28,8 +54,8 @@ class EncodedPrompt:
 class Backbone(Protocol):
     device: torch.device
     schedule: NoiseSchedule
-    # The key ComfyUI's embedding loader looks for: "clip_l" (SD1.x), "clip_h" (SD2.x).
-    embedding_key: str
+    # SDXL: two text encoders (two learned vectors), the pooled vector and size conditioning.
+    is_sdxl: bool
     # Names the base model in checkpoints and the concept's JSON (a path, a hash...).
     identity: str
 
@@ -40,16 +66,18 @@ class Backbone(Protocol):
         ...
 
     def reset_token(self, category: str) -> None:
-        """Initialise the new token's embedding from the category word's first token."""
+        """Initialise the new token's embedding in each text encoder from the category word's first
+        token in that encoder."""
         ...
 
     def encode_prompt(self, prompt: str) -> EncodedPrompt:
         """Encode a prompt holding one CONCEPT_PLACEHOLDER ("[V]"), which becomes the trainable
-        token. Differentiable w.r.t. the token; the text encoder stays frozen."""
+        token (one vector per text encoder). Differentiable w.r.t. the tokens; the text encoders
+        stay frozen."""
         ...
 
-    def encode_text(self, prompt: str) -> torch.Tensor:
-        """(1, tokens, width) embeddings of a plain prompt (no placeholder), padded like encode_prompt's."""
+    def encode_text(self, prompt: str) -> TextConditioning:
+        """The conditioning of a plain prompt (no placeholder), batch 1, padded like encode_prompt's."""
         ...
 
     def latent_shape(self, size: int) -> tuple[int, int, int]:
@@ -65,8 +93,11 @@ class Backbone(Protocol):
         drawn with that image's generator. Runs without gradient."""
         ...
 
-    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """The model output for x_t (ε or v per schedule.prediction_type)."""
+    def predict_noise(
+        self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor, pooled: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The model output for x_t (ε or v per schedule.prediction_type). SDXL backbones need the
+        pooled vector, and condition on the latent's own image size (uncropped)."""
         ...
 
     def attention_capture(self, capture: AttentionCapture) -> AbstractContextManager:
@@ -76,8 +107,9 @@ class Backbone(Protocol):
 
     def set_gradient_checkpointing(self, enabled: bool) -> None: ...
 
-    def token_embedding(self) -> torch.Tensor:
-        """The learned vector as (1, width), float32, on the CPU."""
+    def token_embeddings(self) -> dict[str, torch.Tensor]:
+        """The learned vectors by the key ComfyUI's embedding loader looks for in the file ("clip_l"
+        for SD1.x, "clip_h" for SD2.x, "clip_l" and "clip_g" for SDXL), each (1, width) float32 on the CPU."""
         ...
 
     def unet_weight_deltas(self) -> dict[str, torch.Tensor]:

@@ -1,10 +1,12 @@
-"""The Backbone over diffusers + transformers: UNet2DConditionModel, CLIPTextModel,
-CLIPTokenizer and AutoencoderKL. Used for headless training on diffusers model folders and
-for the unit tests on tiny configs.
+"""The Backbone over diffusers + transformers: UNet2DConditionModel, CLIPTextModel(s),
+CLIPTokenizer(s) and AutoencoderKL, for SD1.x, SD2.x and SDXL. Used for headless training on
+diffusers model folders and for the unit tests on tiny configs.
 
-- The new token never enters the tokenizer: the prompt is tokenized around "[V]" and a
-  forward hook on CLIP's token-embedding layer writes the trainable vector into that slot,
-  so the text encoder itself is never modified and gradients reach the vector through it.
+- The text side is one diffusers_text.TextTower per text encoder, each with its own learned
+  vector for [V] (SDXL: CLIP-L and CLIP-G, each starting from the category word in its encoder).
+- SDXL's UNet takes CLIP-G's pooled vector and the size conditioning ("text_time"): the latent's
+  own image size, uncropped, as original and target size, as ComfyUI's SDXL conditioning does
+  for an image of that size.
 - Cross-attention capture is a diffusers attention processor installed on attn2 only, for the
   duration of `attention_capture`; attn1 keeps whatever processor it had (SDPA by default).
 - The UNet is trained in float32 (autocast supplies bf16/fp16 compute); the frozen text
@@ -21,16 +23,17 @@ from typing import Sequence
 import torch
 
 from ..errors import SteerError
-from .backbone import EncodedPrompt
+from .backbone import EncodedPrompt, TextConditioning
+from .diffusers_text import SDXL_KEYS, SINGLE_ENCODER_KEYS, TextTower, encode_towers, encode_towers_plain
 from .latent_cache import LatentCache, sample_latents
 from .ldm_names import diffusers_to_ldm_names
-from .prompt import category_token_id, check_prompt_length, split_at_placeholder, split_at_placeholders
+from .prompt import split_at_placeholder
 from .regularizer import AttentionCapture, capturing_attention, merge_heads, split_heads
 from .schedule import NoiseSchedule
 from .stages import CROSS_ATTENTION, TOKEN, UNET
 
-# ComfyUI's embedding-file key per token width (comfy/sd1_clip.py, text_encoders/sd2_clip.py).
-EMBEDDING_KEYS = {768: "clip_l", 1024: "clip_h"}
+# SDXL's six size numbers (original h, w, crop top, left, target h, w) each get this many sinusoidal features.
+SDXL_TIME_FEATURES = 6
 
 
 class CapturingCrossAttnProcessor:
@@ -90,17 +93,18 @@ class DiffusersBackbone:
         vae,
         scheduler,
         *,
+        text_encoder_2=None,
+        tokenizer_2=None,
         device: str | torch.device = "cpu",
         frozen_dtype: torch.dtype | None = None,
         identity: str = "diffusers",
     ):
-        _check_supported(unet, text_encoder)
+        self.is_sdxl = _check_supported(unet, text_encoder, text_encoder_2, tokenizer_2)
         self.device = torch.device(device)
-        if frozen_dtype is None:  # the frozen text encoder and VAE: half precision on a GPU
+        if frozen_dtype is None:  # the frozen text encoders and VAE: half precision on a GPU
             frozen_dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.identity = identity
         self._latents = LatentCache()
-        self.tokenizer = tokenizer
         self.schedule = NoiseSchedule(torch.as_tensor(scheduler.alphas_cumprod), scheduler.config.prediction_type)
 
         # Exact base weights for export, kept in the dtype they came in (fp16 stays exact).
@@ -108,14 +112,22 @@ class DiffusersBackbone:
         self._ldm_names = diffusers_to_ldm_names(unet)
 
         self.unet = _placed(unet, self.device, torch.float32).train().requires_grad_(False)
-        self.text_encoder = _placed(text_encoder, self.device, frozen_dtype).eval().requires_grad_(False)
         self.vae = _placed(vae, self.device, frozen_dtype).eval().requires_grad_(False)
-
-        width = text_encoder.get_input_embeddings().weight.shape[1]
-        self.embedding_key = EMBEDDING_KEYS.get(width, "clip_l")
-        self.token = torch.nn.Parameter(torch.zeros(width, device=self.device, dtype=torch.float32), requires_grad=False)
+        encoders = [(text_encoder, tokenizer)] + ([(text_encoder_2, tokenizer_2)] if self.is_sdxl else [])
+        keys = SDXL_KEYS if self.is_sdxl else (SINGLE_ENCODER_KEYS.get(text_encoder.config.hidden_size, "clip_l"),)
+        self.towers = []
+        for index, (key, (encoder, encoder_tokenizer)) in enumerate(zip(keys, encoders)):
+            encoder = _placed(encoder, self.device, frozen_dtype).eval().requires_grad_(False)
+            width = encoder.get_input_embeddings().weight.shape[1]
+            token = torch.nn.Parameter(torch.zeros(width, device=self.device, dtype=torch.float32), requires_grad=False)
+            self.towers.append(
+                TextTower(key, encoder, encoder_tokenizer, token, penultimate=self.is_sdxl, pooled=self.is_sdxl and index == 1)
+            )
+        self.text_encoder, self.tokenizer = self.towers[0].encoder, self.towers[0].tokenizer
+        # One encoder: the vector keeps its name "token" (checkpoints of earlier versions resume).
+        tokens = {tower.key: tower.token for tower in self.towers} if self.is_sdxl else {"token": self.towers[0].token}
         self._groups = {
-            TOKEN: {"token": self.token},
+            TOKEN: tokens,
             CROSS_ATTENTION: {name: p for name, p in self.unet.named_parameters() if ".attn2." in name},
             UNET: dict(self.unet.named_parameters()),
         }
@@ -124,10 +136,10 @@ class DiffusersBackbone:
     def from_pretrained(
         cls, folder: str, *, device: str | torch.device = "cpu", frozen_dtype: torch.dtype | None = None
     ) -> "DiffusersBackbone":
-        """A local diffusers model folder (unet/, text_encoder/, tokenizer/, vae/, scheduler/).
-        Never downloads: a name that is not a local folder is refused."""
+        """A local diffusers model folder (unet/, text_encoder/, tokenizer/, vae/, scheduler/; SDXL also
+        text_encoder_2/ and tokenizer_2/). Never downloads: a name that is not a local folder is refused."""
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
         if not os.path.isdir(folder):
             raise SteerError(f"{folder!r} is not a folder; give the path of a diffusers model folder (with unet/, text_encoder/, vae/...)")
@@ -137,16 +149,36 @@ class DiffusersBackbone:
         if missing:
             raise SteerError(f"{folder!r} is not a Stable Diffusion diffusers folder: it has no {', '.join(missing)} subfolder(s)")
         local = {"local_files_only": True}  # use_safetensors=True below: never fall back to pickle (.bin) weights
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True, **local)
+        second = {}
+        if getattr(unet.config, "addition_embed_type", None) == "text_time":
+            absent = [part for part in ("text_encoder_2", "tokenizer_2") if not os.path.isdir(os.path.join(folder, part))]
+            if absent:
+                raise SteerError(f"{folder!r} holds an SDXL UNet but no {', '.join(absent)} subfolder(s); give the whole SDXL folder")
+            second = {
+                "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(
+                    folder, subfolder="text_encoder_2", use_safetensors=True, **local
+                ),
+                "tokenizer_2": CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2", **local),
+            }
         return cls(
-            UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True, **local),
+            unet,
             CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", use_safetensors=True, **local),
             CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **local),
             AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True, **local),
             DDPMScheduler.from_pretrained(folder, subfolder="scheduler", **local),
+            **second,
             device=device,
             frozen_dtype=frozen_dtype,
             identity=os.path.basename(os.path.normpath(folder)),
         )
+
+    @property
+    def token(self) -> torch.nn.Parameter:
+        """The learned vector of a one-encoder (SD1.x/SD2.x) model."""
+        if len(self.towers) != 1:
+            raise AttributeError("this model has one learned vector per text encoder: use backbone.towers[i].token")
+        return self.towers[0].token
 
     # --- parameters -------------------------------------------------------------------------
 
@@ -154,12 +186,13 @@ class DiffusersBackbone:
         return self._groups
 
     def reset_token(self, category: str) -> None:
-        with torch.no_grad():
-            row = self.text_encoder.get_input_embeddings().weight[category_token_id(category, self._word_ids)]
-            self.token.copy_(row.float())
+        for tower in self.towers:
+            tower.reset(category)
 
-    def token_embedding(self) -> torch.Tensor:
-        return self.token.detach().float().cpu()[None]
+    def token_embeddings(self) -> dict[str, torch.Tensor]:
+        return {
+            tower.key: tower.token.detach().float().cpu().clone()[None] for tower in self.towers
+        }  # copies, not views of the live vectors
 
     def unet_weight_deltas(self) -> dict[str, torch.Tensor]:
         deltas = {}
@@ -188,54 +221,20 @@ class DiffusersBackbone:
 
     # --- text --------------------------------------------------------------------------------
 
-    def _word_ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
-
-    def _max_length(self) -> int:
-        # The text encoder's positions bound it: some tokenizer folders say 8192 or "very large".
-        positions = self.text_encoder.config.max_position_embeddings
-        length = self.tokenizer.model_max_length
-        return min(length, positions) if 0 < length else positions
-
     def encode_prompt(self, prompt: str) -> EncodedPrompt:
-        split_at_placeholder(prompt, self._word_ids)  # exactly one [V], followed by the category
-        embeddings, (token_index,) = self._encode_with_token(prompt)
-        return EncodedPrompt(embeddings=embeddings, token_index=token_index, category_index=token_index + 1)
+        split_at_placeholder(prompt, self.towers[0].word_ids)  # exactly one [V], followed by the category
+        embeddings, pooled, (token_index,) = encode_towers(self.towers, prompt, self.device)
+        return EncodedPrompt(embeddings=embeddings, pooled=pooled, token_index=token_index, category_index=token_index + 1)
 
     @torch.no_grad()
-    def encode_concept_text(self, prompt: str) -> torch.Tensor:
+    def encode_concept_text(self, prompt: str) -> TextConditioning:
         """A sampling prompt with the trained token at every [V] (any number of them, or none)."""
-        return self._encode_with_token(prompt)[0].float()
-
-    def _encode_with_token(self, prompt: str) -> tuple[torch.Tensor, list[int]]:
-        pieces = split_at_placeholders(prompt, self._word_ids)
-        ids, slots = [self.tokenizer.bos_token_id, *pieces[0]], []
-        for after_ids in pieces[1:]:
-            # The slot's id is irrelevant (the hook overwrites its embedding); the category's keeps it in-vocabulary.
-            slots.append(len(ids))
-            ids += [after_ids[0], *after_ids]
-        ids.append(self.tokenizer.eos_token_id)
-        max_length = self._max_length()
-        check_prompt_length(len(ids), max_length)
-        ids += [self.tokenizer.pad_token_id] * (max_length - len(ids))
-
-        def insert_token(module, inputs, output):
-            vector = self.token.to(output.dtype).view(1, 1, -1).expand(output.shape[0], 1, -1)
-            for slot in slots:
-                output = torch.cat([output[:, :slot], vector, output[:, slot + 1 :]], dim=1)
-            return output
-
-        handle = self.text_encoder.get_input_embeddings().register_forward_hook(insert_token)
-        try:
-            embeddings = self.text_encoder(torch.tensor([ids], device=self.device))[0]
-        finally:
-            handle.remove()
-        return embeddings, slots
+        embeddings, pooled, _ = encode_towers(self.towers, prompt, self.device)
+        return TextConditioning(embeddings, pooled).float()
 
     @torch.no_grad()
-    def encode_text(self, prompt: str) -> torch.Tensor:
-        ids = self.tokenizer(prompt, padding="max_length", max_length=self._max_length(), truncation=True, return_tensors="pt").input_ids
-        return self.text_encoder(ids.to(self.device))[0].float()
+    def encode_text(self, prompt: str) -> TextConditioning:
+        return TextConditioning(*encode_towers_plain(self.towers, prompt, self.device)).float()
 
     # --- images and the UNet ---------------------------------------------------------------
 
@@ -265,9 +264,22 @@ class DiffusersBackbone:
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         return ((latents - shift) * self.vae.config.scaling_factor).float().to(self.device)
 
-    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    def predict_noise(
+        self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeddings: torch.Tensor, pooled: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        added = None
+        if self.is_sdxl:
+            if pooled is None:
+                raise ValueError("SDXL needs the pooled text vector (EncodedPrompt.pooled)")
+            factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+            height, width = noisy_latents.shape[-2] * factor, noisy_latents.shape[-1] * factor
+            time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=self.device, dtype=torch.float32)
+            added = {"text_embeds": pooled.to(self.device), "time_ids": time_ids.expand(noisy_latents.shape[0], -1)}
         return self.unet(
-            noisy_latents.to(self.device), timesteps.to(self.device), encoder_hidden_states=text_embeddings.to(self.device)
+            noisy_latents.to(self.device),
+            timesteps.to(self.device),
+            encoder_hidden_states=text_embeddings.to(self.device),
+            added_cond_kwargs=added,
         ).sample
 
     @contextmanager
@@ -290,15 +302,34 @@ def _placed(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -
     return module.to(device)
 
 
-def _check_supported(unet, text_encoder) -> None:
+def _check_supported(unet, text_encoder, text_encoder_2=None, tokenizer_2=None) -> bool:
+    """Whether the model is SDXL (else SD1.x/SD2.x); SteerError with what to change if it is neither."""
     config = unet.config
-    if getattr(config, "addition_embed_type", None) == "text_time":
-        raise SteerError("SDXL is not supported yet by AttnDreamBooth training; use an SD1.x or SD2.x model")
     if not hasattr(unet, "down_blocks") or getattr(config, "cross_attention_dim", None) is None:
-        raise SteerError("this model is not a Stable Diffusion UNet; AttnDreamBooth training supports SD1.x and SD2.x")
-    width = text_encoder.config.hidden_size
+        raise SteerError("this model is not a Stable Diffusion UNet; AttnDreamBooth training supports SD1.x, SD2.x and SDXL")
+    addition = getattr(config, "addition_embed_type", None)
+    sdxl = addition == "text_time"
+    if addition is not None and not sdxl:
+        raise SteerError(
+            f"this UNet's added conditioning ({addition!r}) is not SDXL's 'text_time'; AttnDreamBooth supports SD1.x, SD2.x and SDXL"
+        )
+    if sdxl and (text_encoder_2 is None or tokenizer_2 is None):
+        raise SteerError("an SDXL UNet needs both text encoders: give text_encoder_2 (OpenCLIP-G with projection) and tokenizer_2")
+    if not sdxl and text_encoder_2 is not None:
+        raise SteerError("a second text encoder was given for a UNet that is not SDXL; SD1.x and SD2.x have one")
+    width = text_encoder.config.hidden_size + (text_encoder_2.config.hidden_size if sdxl else 0)
     if config.cross_attention_dim != width:
         raise SteerError(
-            f"the text encoder ({width}-wide) does not match the UNet (cross-attention width {config.cross_attention_dim}); "
-            f"load the text encoder that belongs to this model"
+            f"the text encoding ({width} wide) does not match the UNet (cross-attention width {config.cross_attention_dim}); "
+            "load the text encoder(s) that belong to this model"
         )
+    if sdxl:
+        pooled = text_encoder_2.config.projection_dim
+        expected = pooled + SDXL_TIME_FEATURES * config.addition_time_embed_dim
+        if config.projection_class_embeddings_input_dim != expected or not hasattr(text_encoder_2, "text_projection"):
+            raise SteerError(
+                f"the second text encoder's pooled vector ({pooled} wide) does not fit this SDXL UNet's added conditioning "
+                f"({config.projection_class_embeddings_input_dim} = pooled + 6 × {config.addition_time_embed_dim}); load the SDXL "
+                "OpenCLIP-G encoder with its projection (CLIPTextModelWithProjection)"
+            )
+    return sdxl

@@ -1,7 +1,8 @@
 """Write a trained concept as files stock ComfyUI loads (research: comfyui.md §5.2, §5.3):
 
-  embeddings/<name>.safetensors  {"clip_l": (1, 768)} (SD1.x) or {"clip_h": (1, 1024)} (SD2.x);
-                                 prompts use it as "embedding:<name> <category>"
+  embeddings/<name>.safetensors  {"clip_l": (1, 768)} (SD1.x), {"clip_h": (1, 1024)} (SD2.x), or
+                                 {"clip_l": (1, 768), "clip_g": (1, 1280)} (SDXL: each tokenizer reads
+                                 its own key); prompts use it as "embedding:<name> <category>"
   loras/<name>.safetensors       the UNet change for LoraLoaderModelOnly, keys under "diffusion_model.":
                                    full: <module>.diff (weights) and <module>.diff_b (biases), exact
                                    lora: <module>.lora_up.weight / .lora_down.weight / .alpha for
@@ -39,8 +40,9 @@ _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 1
 class Concept:
     """A trained concept, independent of any backend."""
 
-    token_embedding: torch.Tensor  # (1, width)
-    embedding_key: str  # "clip_l" / "clip_h"
+    # The learned vector per text encoder, by its key in the embedding file: {"clip_l": (1, 768)} for
+    # SD1.x, {"clip_h": (1, 1024)} for SD2.x, {"clip_l": (1, 768), "clip_g": (1, 1280)} for SDXL.
+    token_embeddings: dict[str, torch.Tensor]
     unet_deltas: dict[str, torch.Tensor]  # LDM parameter name (no prefix) -> trained − base
     category: str
     metadata: dict = field(default_factory=dict)  # preset, plan, base model, seconds, seed...
@@ -168,9 +170,10 @@ def write_concept(
     existing = [str(path) for path in paths.all() if path.exists()]
     if existing and not overwrite:
         raise SteerError(f"a concept named {name!r} already exists ({', '.join(existing)}); choose another name or turn on overwrite")
-    embedding = concept.token_embedding.detach().float().cpu()
-    if embedding.dim() != 2 or embedding.shape[0] != 1:
-        raise ValueError(f"token embedding must be (1, width), got {tuple(embedding.shape)}")
+    embeddings = {key: vector.detach().float().cpu().contiguous() for key, vector in concept.token_embeddings.items()}
+    if not embeddings or any(vector.dim() != 2 or vector.shape[0] != 1 for vector in embeddings.values()):
+        shapes = {key: tuple(vector.shape) for key, vector in embeddings.items()}
+        raise ValueError(f"token embeddings must be one or more (1, width) vectors, got {shapes}")
 
     unet = unet_state_dict(concept.unet_deltas, unet_format, rank, dtype, device)
     metadata = {
@@ -179,7 +182,7 @@ def write_concept(
         "category": concept.category,
         "trigger": trigger_phrase(name, concept.category),
         "embedding_file": paths.embedding.name,
-        "embedding_key": concept.embedding_key,
+        "embedding_keys": sorted(embeddings),
         "unet_file": paths.unet.name,
         "unet_format": unet_format,
         "lora_rank": rank if unet_format == "lora" else None,
@@ -189,7 +192,7 @@ def write_concept(
     header = {"steer.format": METADATA_FORMAT, "steer.category": concept.category, "steer.concept": name}
     # All three are written in full before any is renamed into place; the JSON (what a loader lists) last.
     with StagedFiles() as files:
-        files.safetensors(paths.embedding, {concept.embedding_key: embedding}, header)
+        files.safetensors(paths.embedding, embeddings, header)
         files.safetensors(paths.unet, unet, header)
         files.json(paths.metadata, metadata)
     return paths
@@ -198,8 +201,7 @@ def write_concept(
 def concept_from_backbone(backbone, result, *, base_model: str | None = None) -> Concept:
     """Collect what a finished training run produced (a Backbone and its TrainingResult)."""
     return Concept(
-        token_embedding=backbone.token_embedding(),
-        embedding_key=backbone.embedding_key,
+        token_embeddings=backbone.token_embeddings(),
         unet_deltas=backbone.unet_weight_deltas(),
         category=result.category,
         metadata={

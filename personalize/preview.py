@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import SteerError
+from .backbone import TextConditioning
 from .stages import CONCEPT_PLACEHOLDER
 
 PREVIEW_STEPS = 20
@@ -26,27 +27,25 @@ def check_preview_prompt(prompt: str) -> str:
 @torch.no_grad()
 def preview_image(backbone, prompt: str, *, seed: int, size: int, steps: int = PREVIEW_STEPS, cfg: float = PREVIEW_CFG) -> torch.Tensor:
     """(3, size, size) in [0, 1]: `prompt` (with [V]) sampled from noise seeded by `seed`."""
-    cond = backbone.encode_prompt(check_preview_prompt(prompt)).embeddings.float()
-    return sample_images(backbone, cond, [seed], size=size, steps=steps, cfg=cfg)[0]
+    cond = backbone.encode_prompt(check_preview_prompt(prompt))
+    return sample_images(backbone, TextConditioning(cond.embeddings, cond.pooled), [seed], size=size, steps=steps, cfg=cfg)[0]
 
 
 @torch.no_grad()
-def sample_images(backbone, conditions: torch.Tensor, seeds, *, size: int, steps: int, cfg: float) -> torch.Tensor:
-    """(B, 3, size, size) in [0, 1]: DDIM (eta 0) with CFG from encoded prompts (B, tokens, width),
+def sample_images(backbone, conditions: TextConditioning, seeds, *, size: int, steps: int, cfg: float) -> torch.Tensor:
+    """(B, 3, size, size) in [0, 1]: DDIM (eta 0) with CFG from encoded prompts (a batch of B),
     image i from noise seeded by seeds[i], so a batch gives the images one-by-one calls would."""
-    uncond = backbone.encode_text("").float()
-    conditions = conditions.float().to(uncond.device)
-    count = conditions.shape[0]
+    count = conditions.embeddings.shape[0]
+    both = TextConditioning.cat([backbone.encode_text("").expand(count), conditions]).float()
     alphas = backbone.schedule.alphas_cumprod.double().cpu()
     timesteps = torch.linspace(backbone.schedule.num_timesteps - 1, 0, steps).round().long()
     shape = backbone.latent_shape(size)
     x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float32) for s in seeds])
     x = x.to(backbone.device)
-    context = torch.cat([uncond.expand(count, -1, -1), conditions])
     for index, t in enumerate(timesteps):
         a = float(alphas[t])
         a_next = float(alphas[timesteps[index + 1]]) if index + 1 < steps else 1.0
-        out_uncond, out_cond = backbone.predict_noise(torch.cat([x, x]), t.repeat(2 * count), context).float().chunk(2)
+        out_uncond, out_cond = backbone.predict_noise(torch.cat([x, x]), t.repeat(2 * count), both.embeddings, both.pooled).float().chunk(2)
         out = out_uncond + cfg * (out_cond - out_uncond)
         if backbone.schedule.prediction_type == "v_prediction":
             eps, x0 = a**0.5 * out + (1 - a) ** 0.5 * x, a**0.5 * x - (1 - a) ** 0.5 * out

@@ -162,6 +162,16 @@ FAST = replace(
 
 PRESETS: dict[str, TrainingPlan] = {plan.name: plan for plan in (OFFICIAL, FAST)}
 CUSTOM = "custom"  # the preset choice that means "these numbers" (custom_plan)
+SDXL_RESOLUTION = 1024  # SDXL's native size; the official numbers are for 512 px SD models
+
+
+def plan_for_model(plan: TrainingPlan, *, sdxl: bool) -> TrainingPlan:
+    """A preset at the model's native resolution (SDXL: 1024 px, else the official 512); a custom plan
+    keeps its own numbers."""
+    if sdxl and plan.name in PRESETS:
+        return replace(plan, resolution=SDXL_RESOLUTION)
+    return plan
+
 
 # Flat names of every number a "custom" plan exposes, e.g. "unet_learning_rate".
 _STAGE_NUMBERS = ("steps", "learning_rate", "batch_size", "gradient_accumulation", "weight_decay")

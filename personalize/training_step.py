@@ -116,10 +116,10 @@ class TrainingStep:
 
             with torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
                 prompt = self.frozen_prompt if self.frozen_prompt is not None else backbone.encode_prompt(self.prompt)
-                text = prompt.embeddings.expand(latents.shape[0], -1, -1)
+                text = prompt.expand(latents.shape[0])
                 recording = capture.recording(prompt.token_index, prompt.category_index) if capture else nullcontext([])
                 with recording as maps:
-                    prediction = backbone.predict_noise(noisy, timesteps.to(device), text)
+                    prediction = backbone.predict_noise(noisy, timesteps.to(device), text.embeddings, text.pooled)
             # MSE is a mean over the batch: each micro-batch carries its share. The regularizer
             # is a sum over the batch: each micro-batch adds its items in full.
             diffusion = F.mse_loss(prediction.float(), target.float()) * (micro / size)

@@ -9,10 +9,12 @@ its HF key names, the VAE by ComfyUI's own diffusers conversion. Both backbones 
 same prompt, photos, latents, noise and timesteps, and the report compares the prompt
 embeddings, the latents, the noise predictions, the cross-attention regularizer (weights 2, 5)
 and its gradient with respect to the token, plus a full short training run of personalize's
-trainer on each (one step per stage). Variants: "sd1" (ε, last CLIP layer, pad = end token) and
-"sd2" (v-prediction, penultimate CLIP layer, pad = 0), all in float32 on the CPU.
+trainer on each (one step per stage). Variants: "sd1" (ε, last CLIP layer, pad = end token),
+"sd2" (v-prediction, penultimate CLIP layer, pad = 0) and "sdxl" (ComfyUI's SDXL model class and
+SDXLClipModel layout from benchmarks/comfy_tiny_sdxl.py: two learned vectors, CLIP-G's pooled vector
+and the size conditioning, two transformer blocks per attention layer), all in float32 on the CPU.
 
-errors: what ComfyBackbone says for SDXL, a DiT model, a MODEL/CLIP width mismatch and a wrong
+errors: what ComfyBackbone says for the SDXL refiner, a DiT model, an SDXL model with an SD1 CLIP, a MODEL/CLIP width mismatch and a wrong
 VAE; and that training leaves ComfyUI's objects as they were (CLIPLayer forwards, weight
 functions, model options, block forwards and the stock model output).
 """
@@ -42,6 +44,7 @@ import comfy.supported_models  # noqa: E402
 import comfy.supported_models_base  # noqa: E402
 from comfy.text_encoders import sd2_clip  # noqa: E402
 
+from steer.benchmarks.comfy_tiny_sdxl import tiny_sdxl  # noqa: E402
 from steer.benchmarks.random_checkpoints import TINY_UNET_DETECTED_CONFIG  # noqa: E402
 from steer.errors import SteerError  # noqa: E402
 from steer.nodes.comfy_personalize import ComfyBackbone  # noqa: E402
@@ -191,7 +194,8 @@ def tiny_text_encoders(variant, seed):
     return hf.eval(), clip
 
 
-def tiny_vaes(seed):
+def tiny_vaes(seed, scaling_factor=0.18215):
+    """The SD VAE at its SD1/SD2 latent scale, or SDXL's (0.13025, ComfyUI's SDXL latent format)."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -204,6 +208,7 @@ def tiny_vaes(seed):
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
         norm_num_groups=32,
+        scaling_factor=scaling_factor,
     )
     with torch.inference_mode():
         comfy_vae = comfy.sd.VAE(sd={k: v.clone() for k, v in vae.state_dict().items()})
@@ -213,6 +218,12 @@ def tiny_vaes(seed):
 def backbones(variant):
     from diffusers import DDPMScheduler
     from transformers import CLIPTokenizer
+
+    if variant == "sdxl":
+        components, model, clip = tiny_sdxl(1, sample_size=RESOLUTION // 8)
+        vae, comfy_vae = tiny_vaes(3, scaling_factor=0.13025)
+        components = {**components, "unet": copy.deepcopy(components["unet"]), "vae": vae}
+        return DiffusersBackbone(**components, identity="tiny-sdxl", frozen_dtype=torch.float32), (model, clip, comfy_vae)
 
     unet = tiny_unet(1, linear_projection=variant == "sd2")  # SD2 UNets use linear proj_in/out
     text_encoder, clip = tiny_text_encoders(variant, 2)
@@ -247,25 +258,29 @@ def photos():
 def one_pass(backbone, latents, noise, timesteps):
     """prompt -> x_t -> prediction with capture -> (embeddings, prediction, regularizer, d(mse + reg)/d token)."""
     backbone.reset_token("dog")
-    token = backbone.parameter_groups()["token"]["token"]
-    token.requires_grad_(True)
+    tokens = backbone.parameter_groups()["token"]
+    for token in tokens.values():
+        token.requires_grad_(True)
     prompt = backbone.encode_prompt(PROMPT)
     noisy = backbone.schedule.add_noise(latents, noise, timesteps)
     target = backbone.schedule.target(latents, noise, timesteps)
     capture = AttentionCapture()
     with backbone.attention_capture(capture), capture.recording(prompt.token_index, prompt.category_index) as maps:
-        prediction = backbone.predict_noise(noisy, timesteps, prompt.embeddings.expand(latents.shape[0], -1, -1))
+        text = prompt.expand(latents.shape[0])
+        prediction = backbone.predict_noise(noisy, timesteps, text.embeddings, text.pooled)
     regularizer = attention_regularizer(maps, RegularizerWeights(2.0, 5.0))
     loss = torch.nn.functional.mse_loss(prediction.float(), target) + regularizer
-    (gradient,) = torch.autograd.grad(loss, token)
-    token.requires_grad_(False)
+    gradients = torch.autograd.grad(loss, list(tokens.values()))
+    for token in tokens.values():
+        token.requires_grad_(False)
     return {
         "embeddings": prompt.embeddings.detach().cpu(),
+        "pooled": None if prompt.pooled is None else prompt.pooled.detach().cpu(),
         "token_index": prompt.token_index,
         "prediction": prediction.detach().cpu(),
         "regularizer": float(regularizer.detach()),
         "layers": len(maps),
-        "gradient": gradient.detach().cpu(),
+        "gradients": {name: gradient.detach().cpu() for name, gradient in zip(tokens, gradients)},
     }
 
 
@@ -288,7 +303,7 @@ def parity_variant(variant):
         with comfy_backbone:
             report["schedule"] = compare(diffusers_backbone.schedule.alphas_cumprod, comfy_backbone.schedule.alphas_cumprod)
             report["prediction_types"] = [diffusers_backbone.schedule.prediction_type, comfy_backbone.schedule.prediction_type]
-            report["embedding_keys"] = [diffusers_backbone.embedding_key, comfy_backbone.embedding_key]
+            report["embedding_keys"] = [sorted(diffusers_backbone.token_embeddings()), sorted(comfy_backbone.token_embeddings())]
             report["latents"] = compare(
                 diffusers_backbone.encode_images(pixels, generators()), comfy_backbone.encode_images(pixels, generators())
             )
@@ -296,8 +311,12 @@ def parity_variant(variant):
             ours, theirs = one_pass(diffusers_backbone, latents, noise, timesteps), one_pass(comfy_backbone, latents, noise, timesteps)
             report["token_index"] = [ours["token_index"], theirs["token_index"]]
             report["layers"] = [ours["layers"], theirs["layers"]]
-            for key in ("embeddings", "prediction", "gradient"):
+            for key in ("embeddings", "prediction"):
                 report[key] = compare(ours[key], theirs[key])
+            report["pooled"] = None if ours["pooled"] is None else compare(ours["pooled"], theirs["pooled"])
+            report["pooled_present"] = [ours["pooled"] is not None, theirs["pooled"] is not None]
+            report["gradient_names"] = [sorted(ours["gradients"]), sorted(theirs["gradients"])]
+            report["gradients"] = {name: compare(ours["gradients"][name], theirs["gradients"][name]) for name in ours["gradients"]}
             report["regularizer"] = [ours["regularizer"], theirs["regularizer"]]
 
         # The whole trainer, one step per stage, on the same (still untrained) weights.
@@ -315,7 +334,11 @@ def parity_variant(variant):
         with ComfyBackbone(model, clip, vae) as comfy_backbone:
             comfy_options = RuntimeOptions(precision="fp32", gradient_checkpointing=True)  # and checkpointing changes nothing
             histories.append(train(comfy_backbone, images, "dog", plan, seed=7, options=comfy_options).history)
-            report["token_after_training"] = compare(diffusers_backbone.token_embedding(), comfy_backbone.token_embedding())
+            ours_vectors, theirs_vectors = diffusers_backbone.token_embeddings(), comfy_backbone.token_embeddings()
+            # By encoder order: the diffusers backend names a lone encoder's key by its width, which is tiny here.
+            report["tokens_after_training"] = {
+                key: compare(ours_vectors[ours_key], theirs_vectors[key]) for ours_key, key in zip(ours_vectors, theirs_vectors)
+            }
             theirs_deltas, ours_deltas = comfy_backbone.unet_weight_deltas(), diffusers_backbone.unet_weight_deltas()
         report["history"] = [[{k: entry[k] for k in ("stage", "diffusion", "regularizer")} for entry in history] for history in histories]
         report["delta_names_equal"] = sorted(theirs_deltas) == sorted(ours_deltas)
@@ -332,7 +355,7 @@ def parity_variant(variant):
 
 
 def parity():
-    return {variant: parity_variant(variant) for variant in ("sd1", "sd2")}
+    return {variant: parity_variant(variant) for variant in ("sd1", "sd2", "sdxl")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,10 +375,13 @@ def errors():
     _, (model, clip, vae) = backbones("sd1")
 
     # SDXL and a DiT model: real model classes, tiny or bare instances are enough for the check.
-    sdxl = model.clone()
-    sdxl.model = comfy.model_base.SDXL.__new__(comfy.model_base.SDXL)
-    torch.nn.Module.__init__(sdxl.model)
-    report["sdxl"] = error_of(lambda: ComfyBackbone(sdxl, clip, vae))
+    refiner = model.clone()
+    refiner.model = comfy.model_base.SDXLRefiner.__new__(comfy.model_base.SDXLRefiner)
+    torch.nn.Module.__init__(refiner.model)
+    report["refiner"] = error_of(lambda: ComfyBackbone(refiner, clip, vae))
+    _, sdxl_model, sdxl_clip = tiny_sdxl(1, sample_size=RESOLUTION // 8)
+    report["sdxl_with_sd1_clip"] = error_of(lambda: ComfyBackbone(sdxl_model, clip, vae))
+    report["sd1_with_sdxl_clip"] = error_of(lambda: ComfyBackbone(model, sdxl_clip, vae))
     flux = model.clone()
     flux.model = comfy.model_base.Flux.__new__(comfy.model_base.Flux)
     torch.nn.Module.__init__(flux.model)

@@ -95,8 +95,7 @@ def stage_concept(models_dir: Path, name: str, category: str = "dog", seed: int 
                 deltas[key[len(prefix) :]] = torch.randn(*shape, generator=generator) * 0.05
     assert deltas, f"no cross-attention weights in {CHECKPOINT_NAME}"
     concept = Concept(
-        token_embedding=torch.randn(1, 768, generator=generator) * 0.02,
-        embedding_key="clip_l",
+        token_embeddings={"clip_l": torch.randn(1, 768, generator=generator) * 0.02},
         unet_deltas=deltas,
         category=category,
         metadata={"preset": "test fixture", "base_model": CHECKPOINT_NAME, "trained_in": "tests/integration/fixture_models.py"},

@@ -69,3 +69,49 @@ def one_step_training_inputs(**changes) -> dict:
         "token_batch_size": 1,
         **changes,
     }
+
+
+def tiny_training_plan(**changes) -> dict:
+    """Steer AttnDreamBooth Train's plan inputs for a tiny but real training: every stage runs (2 + 1 + 1 steps, batch 2,
+    64 px), with learning rates large enough that a few steps visibly change a random-weight model's output."""
+    return {
+        "preset": "custom",
+        "token_steps": 2,
+        "cross_attention_steps": 1,
+        "unet_steps": 1,
+        "token_batch_size": 2,
+        "cross_attention_batch_size": 2,
+        "unet_batch_size": 2,
+        "token_learning_rate": 0.05,
+        "cross_attention_learning_rate": 1e-3,
+        "unet_learning_rate": 1e-3,
+        "resolution": 64,
+        "augmented_views": 2,
+        "precision": "fp32",
+        "gradient_checkpointing": True,
+        **changes,
+    }
+
+
+def txt2img(b, model, clip, vae, text, seed, prefix="", side=64):
+    """The stock text-to-image nodes (CLIPTextEncode, EmptyLatentImage, KSampler euler 3 steps, VAEDecode, SaveImage
+    as `prefix`save) on the given MODEL, CLIP and VAE links."""
+    positive = b.node("CLIPTextEncode", node_id=prefix + "pos", clip=clip, text=text)
+    negative = b.node("CLIPTextEncode", node_id=prefix + "neg", clip=clip, text="")
+    latent = b.node("EmptyLatentImage", node_id=prefix + "latent", width=side, height=side, batch_size=1)
+    sampled = b.node(
+        "KSampler",
+        node_id=prefix + "sampler",
+        model=model,
+        positive=positive.out(0),
+        negative=negative.out(0),
+        latent_image=latent.out(0),
+        seed=seed,
+        steps=3,
+        cfg=4.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )
+    decoded = b.node("VAEDecode", node_id=prefix + "decode", samples=sampled.out(0), vae=vae)
+    b.node("SaveImage", node_id=prefix + "save", images=decoded.out(0), filename_prefix="steer_attndreambooth")

@@ -66,9 +66,14 @@ ADDED_INPUTS = {
 
 REWORDED_TOOLTIPS = {
     ("SteerAttnDreamBoothTrain", "preset"): "issue 13: says which plan measured best on the world benchmark, and for what",
+    **{
+        ("SteerAttnDreamBoothTrain", name): "issue 11: says that SDXL trains too (two learned vectors, 1024 px presets)"
+        for name in ("model", "clip", "resolution")
+    },
 }
 REWORDED_DESCRIPTIONS = {
     "SteerCombineLosses": "issue 16: says that masked losses keep their regions when combined",
+    "SteerAttnDreamBoothTrain": "issue 11: says that SDXL trains too (two learned vectors, 1024 px presets)",
 }
 
 

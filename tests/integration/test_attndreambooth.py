@@ -22,29 +22,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from comfy_server import CHECKPOINT_NAME, ComfyServer, ExecutionFailed, PromptBuilder, run_script
+from graphs import tiny_training_plan, txt2img
 
 PROBE_SCRIPT = Path(__file__).with_name("attndreambooth_probe.py")
 CONCEPT = "steer_test_dog"
 PHOTO_FOLDER = "steer_dog_photos"
 NODES = ("SteerAttnDreamBoothTrain", "SteerAttnDreamBoothLoad")
-# Tiny but real: every stage runs, stage 1 long enough to be cancelled inside it. Large learning
-# rates so that a few steps visibly change a random-weight model's output.
-PLAN = dict(
-    preset="custom",
-    token_steps=3,
-    cross_attention_steps=1,
-    unet_steps=1,
-    token_batch_size=2,
-    cross_attention_batch_size=2,
-    unet_batch_size=2,
-    token_learning_rate=0.05,
-    cross_attention_learning_rate=1e-3,
-    unet_learning_rate=1e-3,
-    resolution=64,
-    augmented_views=2,
-    precision="fp32",
-    gradient_checkpointing=True,
-)
+# Stage 1 long enough to be cancelled inside it.
+PLAN = tiny_training_plan(token_steps=3)
 TOTAL_STEPS = 5
 TIMEOUT = 900
 
@@ -101,17 +86,25 @@ def probe_report():
     return _run_probe("all", timeout=1500)
 
 
-@pytest.mark.parametrize("variant", ["sd1", "sd2"])
+@pytest.mark.parametrize("variant", ["sd1", "sd2", "sdxl"])
 def test_comfy_and_diffusers_backbones_agree_on_the_same_tiny_weights(probe_report, variant):
     report = probe_report["parity"][variant]
-    assert report["prediction_types"] == (["epsilon"] * 2 if variant == "sd1" else ["v_prediction"] * 2)
-    assert report["embedding_keys"][1] == ("clip_l" if variant == "sd1" else "clip_h")
-    assert report["token_index"] == [5, 5] and report["layers"] == [7, 7]  # "a photo of a [V] dog"; 7 attn2 layers
+    assert report["prediction_types"] == (["v_prediction"] * 2 if variant == "sd2" else ["epsilon"] * 2)
+    keys = {"sd1": ["clip_l"], "sd2": ["clip_h"], "sdxl": ["clip_g", "clip_l"]}[variant]
+    assert report["embedding_keys"][1] == keys  # the diffusers backend names a lone encoder's key by its (here tiny) width
+    assert report["embedding_keys"][0] == (keys if variant == "sdxl" else ["clip_l"])
+    # "a photo of a [V] dog"; 7 attn2 layers in the SD UNet, 8 in the SDXL one (two blocks per level-2 transformer).
+    assert report["token_index"] == [5, 5] and report["layers"] == ([8, 8] if variant == "sdxl" else [7, 7])
     assert _relative(report["schedule"]) < 1e-5
     assert _relative(report["latents"]) < 1e-5
     assert _relative(report["embeddings"]) < 1e-5
+    assert report["pooled_present"] == [variant == "sdxl"] * 2  # SDXL's UNet takes CLIP-G's pooled vector
+    if variant == "sdxl":
+        assert _relative(report["pooled"]) < 1e-5
     assert _relative(report["prediction"]) < 1e-4
-    assert _relative(report["gradient"]) < 1e-3
+    names = ["clip_g", "clip_l"] if variant == "sdxl" else ["token"]  # one learned vector per text encoder
+    assert report["gradient_names"] == [names, names]
+    assert all(_relative(gradient) < 1e-3 for gradient in report["gradients"].values()), report["gradients"]
     ours, theirs = report["regularizer"]  # the requirement: the same regularizer value
     assert ours > 0 and abs(ours - theirs) <= 1e-4 * ours, report["regularizer"]
     # The trainer on each: same losses step by step (gradient checkpointing on for ComfyUI only).
@@ -119,7 +112,8 @@ def test_comfy_and_diffusers_backbones_agree_on_the_same_tiny_weights(probe_repo
         assert mine["stage"] == other["stage"]
         assert abs(mine["diffusion"] - other["diffusion"]) <= 1e-4 * mine["diffusion"]
         assert abs(mine["regularizer"] - other["regularizer"]) <= 1e-3 * mine["regularizer"]
-    assert _relative(report["token_after_training"]) < 1e-5
+    assert sorted(report["tokens_after_training"]) == keys
+    assert all(_relative(vector) < 1e-5 for vector in report["tokens_after_training"].values())
     # Adam normalises each update, so a parameter whose gradient is ~1e-8 moves by up to ±lr on
     # either side: weight deltas agree to about one stage-3 learning rate (2e-6 here).
     assert report["delta_names_equal"] and report["deltas"] < 5e-6
@@ -127,8 +121,10 @@ def test_comfy_and_diffusers_backbones_agree_on_the_same_tiny_weights(probe_repo
 
 def test_unsupported_inputs_are_clear_errors_and_training_restores_comfyui(probe_report):
     report = probe_report["errors"]
-    assert report["sdxl"].startswith("SDXL is not supported yet")
-    assert "(Flux) is not supported" in report["flux"] and "Stable Diffusion 1.x and 2.x" in report["flux"]
+    assert "(SDXLRefiner) is not supported" in report["refiner"] and "Stable Diffusion 1.x, 2.x and SDXL" in report["refiner"]
+    assert "(Flux) is not supported" in report["flux"] and "Stable Diffusion 1.x, 2.x and SDXL" in report["flux"]
+    assert "not SDXL's pair of text encoders" in report["sdxl_with_sd1_clip"]
+    assert "not the single CLIP text encoder of an SD1.x/SD2.x" in report["sd1_with_sdxl_clip"]
     assert "does not match the MODEL" in report["mismatch"] and "32 wide" in report["mismatch"] and "64" in report["mismatch"]
     assert "clip input is empty" in report["no_clip"]
     assert "VAE does not match" in report["bad_vae"]
@@ -196,30 +192,8 @@ def train_graph(name: str = CONCEPT, overwrite: bool = False, images=None, **ove
     )
     b.node("PreviewImage", node_id="plot", images=train.out(3))
     # Sample straight from the node's outputs: its MODEL, its CLIP and its trigger phrase as the prompt.
-    _sampling(b, train.out(0), train.out(1), ckpt.out(2), train.out(2), seed=5, prefix="t_")
+    txt2img(b, train.out(0), train.out(1), ckpt.out(2), train.out(2), seed=5, prefix="t_")
     return b.prompt()
-
-
-def _sampling(b, model, clip, vae, text, seed, prefix=""):
-    positive = b.node("CLIPTextEncode", node_id=prefix + "pos", clip=clip, text=text)
-    negative = b.node("CLIPTextEncode", node_id=prefix + "neg", clip=clip, text="")
-    latent = b.node("EmptyLatentImage", node_id=prefix + "latent", width=64, height=64, batch_size=1)
-    sampled = b.node(
-        "KSampler",
-        node_id=prefix + "sampler",
-        model=model,
-        positive=positive.out(0),
-        negative=negative.out(0),
-        latent_image=latent.out(0),
-        seed=seed,
-        steps=3,
-        cfg=4.0,
-        sampler_name="euler",
-        scheduler="normal",
-        denoise=1.0,
-    )
-    decoded = b.node("VAEDecode", node_id=prefix + "decode", samples=sampled.out(0), vae=vae)
-    b.node("SaveImage", node_id=prefix + "save", images=decoded.out(0), filename_prefix="steer_attndreambooth")
 
 
 def sample_graph(prompt: str, lora: str | None = None, concept: str | None = None, seed: int = 11) -> dict:
@@ -232,7 +206,7 @@ def sample_graph(prompt: str, lora: str | None = None, concept: str | None = Non
     if concept is not None:
         load = b.node("SteerAttnDreamBoothLoad", node_id="load", model=model, clip=ckpt.out(1), concept=concept, strength=1.0)
         model, text = load.out(0), load.out(2)
-    _sampling(b, model, ckpt.out(1), ckpt.out(2), text, seed)
+    txt2img(b, model, ckpt.out(1), ckpt.out(2), text, seed)
     return b.prompt()
 
 
@@ -324,7 +298,7 @@ def test_the_concept_files_are_stock_formats(comfy, trained):
     metadata = json.loads(files["metadata"].read_text())
     assert metadata["category"] == "dog" and metadata["preset"] == "custom"
     assert metadata["trigger"] == f"embedding:{CONCEPT} dog"
-    assert metadata["unet_format"] == "lora" and metadata["lora_rank"] == 4 and metadata["embedding_key"] == "clip_l"
+    assert metadata["unet_format"] == "lora" and metadata["lora_rank"] == 4 and metadata["embedding_keys"] == ["clip_l"]
     assert metadata["steps"] == TOTAL_STEPS and metadata["training_seconds"] > 0
     assert metadata["base_model"].startswith("comfyui-SD15-") and metadata["architecture"] == "SD15"
     assert [stage["steps"] for stage in metadata["plan"]["stages"]] == [3, 1, 1] and metadata["plan"]["resolution"] == 64

@@ -149,7 +149,7 @@ def test_gradient_checkpointing_gives_the_same_image_through_the_model(comfy, fa
     assert np.array_equal(with_checkpoints, without), np.abs(with_checkpoints - without).max()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [family for family in FAMILIES if family != "sdxl"])  # SDXL trains: test_attndreambooth_sdxl.py
 def test_attndreambooth_refuses_the_family_and_names_what_it_supports(comfy, family):
     from comfy_server import CHECKPOINT_NAME
 
@@ -171,7 +171,7 @@ def test_attndreambooth_refuses_the_family_and_names_what_it_supports(comfy, fam
         comfy.run(b.prompt(), timeout=300)
     message = failure.value.exception_message
     assert failure.value.exception_type.endswith("SteerError"), message
-    assert "1.x" in message and "2.x" in message and "not supported" in message, message
+    assert "1.x, 2.x and SDXL" in message and "not supported" in message, message
     assert not (comfy.models_dir / "loras" / f"refused_{family}.safetensors").exists()
 
 

@@ -34,7 +34,7 @@ def comfy_lora_weight(tensors, key, shape):
 
 
 def concept(unet_deltas=None):
-    return Concept(torch.randn(1, 32), "clip_l", deltas() if unet_deltas is None else unet_deltas, "dog", {"preset": "official"})
+    return Concept({"clip_l": torch.randn(1, 32)}, deltas() if unet_deltas is None else unet_deltas, "dog", {"preset": "official"})
 
 
 def test_full_format_writes_exact_diffs_under_ldm_keys():
@@ -97,10 +97,10 @@ def test_an_existing_name_is_refused_unless_overwrite(tmp_path):
     write_concept(first, "my_dog", tmp_path, tmp_path / "loras")
     with pytest.raises(SteerError, match="already exists"):
         write_concept(concept(), "my_dog", tmp_path, tmp_path / "loras")
-    assert torch.equal(load_file(tmp_path / "my_dog.safetensors")["clip_l"], first.token_embedding)
+    assert torch.equal(load_file(tmp_path / "my_dog.safetensors")["clip_l"], first.token_embeddings["clip_l"])
     second = concept()
     write_concept(second, "my_dog", tmp_path, tmp_path / "loras", overwrite=True)
-    assert torch.equal(load_file(tmp_path / "my_dog.safetensors")["clip_l"], second.token_embedding)
+    assert torch.equal(load_file(tmp_path / "my_dog.safetensors")["clip_l"], second.token_embeddings["clip_l"])
 
 
 def test_a_failed_write_leaves_no_file_behind(tmp_path, monkeypatch):

@@ -7,24 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
+from unit.data.make_comfy_sd_unet_names import SD15_UNET, SDXL_UNET
 from unit.tiny_sd import tiny_components, write_tokenizer_files
 
 from steer.errors import SteerError
 from steer.personalize.ldm_names import diffusers_to_ldm_names
 
-SD15_UNET = dict(
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    cross_attention_dim=768,
-    attention_head_dim=8,
-)
 SD21_UNET = dict(SD15_UNET, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True)
 COMFY_TABLE = json.loads((Path(__file__).parent / "data" / "comfy_sd_unet_names.json").read_text())
+COMFY_SDXL_TABLE = json.loads((Path(__file__).parent / "data" / "comfy_sdxl_unet_names.json").read_text())
 
 
 def meta_unet(config):
@@ -36,6 +27,17 @@ def meta_unet(config):
 def test_every_name_agrees_with_comfyui(config):
     names = diffusers_to_ldm_names(meta_unet(config))
     assert names == COMFY_TABLE
+
+
+def test_every_sdxl_name_agrees_with_comfyui():
+    """Three levels, transformer depths 2 and 10, and the size/pooled embedding (label_emb)."""
+    names = diffusers_to_ldm_names(meta_unet(SDXL_UNET))
+    assert names == COMFY_SDXL_TABLE
+    assert names["add_embedding.linear_1.weight"] == "label_emb.0.0.weight"
+    assert (
+        names["down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k.weight"]
+        == "input_blocks.8.1.transformer_blocks.9.attn2.to_k.weight"
+    )
 
 
 def test_well_known_sd15_names():

@@ -14,6 +14,7 @@ from steer.personalize.stages import (
     StageConfig,
     build_plan,
     custom_plan,
+    plan_for_model,
     plan_from_dict,
     preset,
 )
@@ -54,6 +55,15 @@ def custom_value(name):
         if name.endswith(suffix):
             return value
     return 0.5  # weight decay and the regularizer weights
+
+
+def test_the_presets_train_sdxl_at_1024_and_a_custom_plan_keeps_its_size():
+    for plan in (OFFICIAL, FAST):
+        on_sdxl = plan_for_model(plan, sdxl=True)
+        assert on_sdxl.resolution == 1024 and numbers(on_sdxl) == numbers(plan) and on_sdxl.name == plan.name
+        assert plan_for_model(plan, sdxl=False) is plan
+    custom = custom_plan(resolution=640)
+    assert plan_for_model(custom, sdxl=True).resolution == 640
 
 
 def test_custom_plan_exposes_every_number():

@@ -11,6 +11,7 @@ from steer.benchmarks.personalize_world import BenchBackbone, as_lora
 from steer.benchmarks.personalize_world_methods import KINDS, METHODS, SINGLE_SUBJECT_KINDS, without_subject_token
 from steer.cli.main import main
 from steer.errors import SteerError
+from steer.personalize.backbone import TextConditioning
 from steer.personalize.preview import preview_image, sample_images
 
 
@@ -24,18 +25,18 @@ def backbone(tokenizer_folder):  # noqa: F811
 
 
 def test_a_sampling_prompt_takes_the_token_at_every_placeholder(backbone):
-    one = backbone.encode_concept_text("a [V] dog")
+    one = backbone.encode_concept_text("a [V] dog").embeddings
     assert torch.allclose(one, backbone.encode_prompt("a [V] dog").embeddings.float())
-    two = backbone.encode_concept_text("a [V] dog and a [V] dog")
-    plain = backbone.encode_text("a dog dog and a dog dog")
+    two = backbone.encode_concept_text("a [V] dog and a [V] dog").embeddings
+    plain = backbone.encode_text("a dog dog and a dog dog").embeddings
     assert not torch.allclose(two, plain)
-    assert torch.allclose(backbone.encode_concept_text("a dog"), backbone.encode_text("a dog"))
+    assert torch.allclose(backbone.encode_concept_text("a dog").embeddings, backbone.encode_text("a dog").embeddings)
     with pytest.raises(SteerError, match="followed by the category word"):
         backbone.encode_concept_text("a dog [V]")
 
 
 def test_a_batch_of_samples_is_the_images_one_by_one_calls_give(backbone):
-    conditions = torch.cat([backbone.encode_prompt("a [V] dog").embeddings, backbone.encode_concept_text("a [V] dog and a [V] dog")])
+    conditions = TextConditioning.cat([backbone.encode_concept_text("a [V] dog"), backbone.encode_concept_text("a [V] dog and a [V] dog")])
     batch = sample_images(backbone, conditions, [3, 4], size=RESOLUTION, steps=4, cfg=5.0)
     alone = preview_image(backbone, "a [V] dog", seed=3, size=RESOLUTION, steps=4)
     assert batch.shape == (2, 3, RESOLUTION, RESOLUTION)

@@ -2,10 +2,14 @@
 
 `Steer Test Family` outputs the MODEL, VAE and positive/negative CONDITIONING of one family, from
 steer.benchmarks.random_families (the families' real comfy.model_base classes with reduced configs).
+`Steer Test SDXL Trainable` outputs a tiny SDXL MODEL with ComfyUI's SDXL CLIP layout (CLIP-L and
+CLIP-G, reading models/embeddings) and a VAE, from steer.benchmarks.comfy_tiny_sdxl, for AttnDreamBooth.
 The integration tests mount this folder beside the Steer pack; it is never shipped.
 """
 
-from steer.benchmarks import random_families
+import folder_paths
+
+from steer.benchmarks import comfy_tiny_sdxl, random_families
 
 _built: dict = {}
 
@@ -28,4 +32,21 @@ class SteerTestFamily:
         return model, vae, random_families.conditioning(family, seed=1), random_families.conditioning(family, seed=2)
 
 
-NODE_CLASS_MAPPINGS = {"SteerTestFamily": SteerTestFamily}
+class SteerTestSDXLTrainable:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    RETURN_NAMES = ("model", "clip", "vae")
+    FUNCTION = "build"
+    CATEGORY = "testing"
+
+    def build(self):
+        if "sdxl_trainable" not in _built:
+            _, model, clip = comfy_tiny_sdxl.tiny_sdxl(0, embedding_directory=folder_paths.get_folder_paths("embeddings"))
+            _built["sdxl_trainable"] = (model, clip, random_families.build_vae(4))
+        return _built["sdxl_trainable"]
+
+
+NODE_CLASS_MAPPINGS = {"SteerTestFamily": SteerTestFamily, "SteerTestSDXLTrainable": SteerTestSDXLTrainable}
