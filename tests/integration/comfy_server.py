@@ -31,7 +31,7 @@ PACK_NAME = "steer"
 TEST_PACK_NAME = "steer_test_families"  # tests/integration/family_pack: random-weight models of every family
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Model folders the pack's nodes read or write; each gets an empty directory in the base dir.
-MODEL_FOLDERS = ("checkpoints", "loras", "embeddings", "clip_vision", "vae_approx", "steer")
+MODEL_FOLDERS = ("checkpoints", "diffusion_models", "loras", "embeddings", "clip_vision", "vae_approx", "steer")
 
 
 def comfyui_path() -> Path:

@@ -22,19 +22,21 @@ SIDE = 64
 FLOW = {"sd3", "flux_dev", "flux_schnell", "chroma"}
 
 
-def family_graph(family, sampler_factory, steps=4, seed=3, tag="g", vae_family=None):
-    """The family's stock graph with `sampler_factory(b, vae)` as its sampler; node ids carry `tag`."""
+def family_graph(family, sampler_factory, steps=4, seed=3, tag="g", vae_family=None, model=None):
+    """The family's stock graph with `sampler_factory(b, vae)` as its sampler; node ids carry `tag`. `model(b)`, if
+    given, is the MODEL link used instead of the test pack's (the conditioning and VAE stay the pack's)."""
     b = PromptBuilder()
     models = b.node("SteerTestFamily", node_id=f"model_{family}", family=family)
+    diffusion_model = model(b) if model is not None else models.out(0)
     vae = b.node("SteerTestFamily", node_id=f"model_{vae_family}", family=vae_family).out(1) if vae_family else models.out(1)
     positive, negative, cfg = models.out(2), models.out(3), 3.0
     if family.startswith("flux"):
         cfg = 1.0
         if family == "flux_dev":
             positive = b.node("FluxGuidance", node_id=f"{tag}_flux_guidance", conditioning=positive, guidance=3.5).out(0)
-    guider = b.node("CFGGuider", node_id=f"{tag}_guider", model=models.out(0), positive=positive, negative=negative, cfg=cfg)
+    guider = b.node("CFGGuider", node_id=f"{tag}_guider", model=diffusion_model, positive=positive, negative=negative, cfg=cfg)
     scheduler = "simple" if family in FLOW else "normal"
-    sigmas = b.node("BasicScheduler", node_id=f"{tag}_sigmas", model=models.out(0), scheduler=scheduler, steps=steps, denoise=1.0)
+    sigmas = b.node("BasicScheduler", node_id=f"{tag}_sigmas", model=diffusion_model, scheduler=scheduler, steps=steps, denoise=1.0)
     empty = "EmptySD3LatentImage" if family in FLOW else "EmptyLatentImage"
     latent = b.node(empty, node_id=f"{tag}_latent", width=SIDE, height=SIDE, batch_size=1)
     noise = b.node("RandomNoise", node_id=f"{tag}_noise", noise_seed=seed)
@@ -192,3 +194,36 @@ def test_both_cfg_gradients_steer_through_the_model(comfy, family):
         assert redness(images[cfg_gradient]) - redness(plain) > 0.02, (family, cfg_gradient)
     if family.startswith("flux"):
         assert np.array_equal(images["positive"], images["combined"])
+
+
+# --------------------------------------------------------------------------------------------
+# A detected SDXL-family file through the stock loader
+
+
+@pytest.fixture(scope="module")
+def vega_unet(comfy):
+    """A random-weight Segmind Vega UNet (1.5 GB, the smallest SDXL relative ComfyUI detects) in models/diffusion_models."""
+    from steer.benchmarks.random_vega import vega_unet_file
+
+    path = vega_unet_file()
+    link = comfy.models_dir / "diffusion_models" / path.name
+    if not link.exists():
+        link.symlink_to(path)
+    return path.name
+
+
+def test_a_detected_vega_file_through_the_stock_unet_loader_is_steered(comfy, vega_unet):
+    """UNETLoader detects the file (ComfyUI's Segmind_Vega: the SDXL model class at full width); SDXL's conditioning
+    shapes and VAE come from the test pack. Strength 0 is stock euler, both gradient paths steer, the MODEL is unchanged."""
+
+    def loader(b):
+        return b.node("UNETLoader", node_id="vega", unet_name=vega_unet, weight_dtype="default").out(0)
+
+    plain = pixels(comfy, "sdxl", euler, "vega_plain", model=loader)
+    zero = pixels(comfy, "sdxl", steer("paper", 0.0), "vega_zero", model=loader)
+    assert np.abs(zero - plain).max() <= 2 / 255
+    for preset in ("mpgd", "paper"):
+        change = redness(pixels(comfy, "sdxl", steer(preset, 1.0), f"vega_{preset}", model=loader)) - redness(plain)
+        print(f"vega {preset}: redness change {change:+.3f}")
+        assert change > 0.02, (preset, change)
+    assert np.array_equal(pixels(comfy, "sdxl", euler, "vega_plain_again", model=loader), plain)
