@@ -11,6 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from unit.tiny_sd import single_thread, tiny_components, tiny_photos, write_tokenizer_files  # noqa: F401 (single_thread: pytest fixtures)
 
+from steer.benchmarks.random_diffusers import SDXL_G_WIDTH, TEXT_WIDTH, random_sdxl_components
 from steer.cli import train as cli_train
 from steer.cli.progress import TerminalProgress
 from steer.cli.train import add_train_command, main, parse_numbers
@@ -38,6 +39,14 @@ def model_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_diffusers")
     unet, text_encoder, tokenizer, vae, scheduler = tiny_components(write_tokenizer_files(root / "bpe"))
     for part, component in {"unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer, "vae": vae, "scheduler": scheduler}.items():
+        component.save_pretrained(root / "model" / part)
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def sdxl_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_sdxl_diffusers")
+    for part, component in random_sdxl_components(write_tokenizer_files(root / "bpe"), sample_size=8).items():
         component.save_pretrained(root / "model" / part)
     return root / "model"
 
@@ -95,6 +104,21 @@ def test_train_writes_the_files_the_node_writes(model_folder, photo_folder, tmp_
     # The name is now taken.
     assert main(arguments(model_folder, photo_folder, tmp_path)) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_an_sdxl_folder_trains_both_vectors(sdxl_folder, photo_folder, tmp_path, capsys):
+    assert main(arguments(sdxl_folder, photo_folder, tmp_path, "my_sdxl_dog")) == 0
+    embedding = load_file(str(tmp_path / "embeddings" / "my_sdxl_dog.safetensors"))
+    assert {key: tuple(value.shape) for key, value in embedding.items()} == {"clip_l": (1, TEXT_WIDTH), "clip_g": (1, SDXL_G_WIDTH)}
+    metadata = json.loads((tmp_path / "loras" / "my_sdxl_dog.json").read_text())
+    assert metadata["embedding_keys"] == ["clip_g", "clip_l"] and metadata["plan"]["resolution"] == 16  # custom keeps its size
+    folder_without_second_encoder = tmp_path / "broken_sdxl"
+    folder_without_second_encoder.mkdir()
+    for part in ("unet", "text_encoder", "tokenizer", "vae", "scheduler"):
+        os.symlink(sdxl_folder / part, folder_without_second_encoder / part)
+    capsys.readouterr()
+    assert main(arguments(folder_without_second_encoder, photo_folder, tmp_path, "broken")) == 2
+    assert "no text_encoder_2, tokenizer_2 subfolder(s)" in capsys.readouterr().err
 
 
 def test_ctrl_c_keeps_a_checkpoint_and_the_same_command_resumes(model_folder, photo_folder, tmp_path, capsys, monkeypatch):
