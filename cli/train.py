@@ -177,7 +177,7 @@ NEEDS_COMFYUI_FOR_CHECKPOINTS = (
 
 
 @contextmanager
-def open_backbone(model_path: str, device: str | None, photos_for):
+def open_backbone(model_path: str, device: str | None, photos_for, trained_groups):
     """Yields (backbone, description, photos) for a diffusers folder or a single-file checkpoint;
     `photos_for(backbone)` prepares the TrainingImages (their size depends on the model)."""
     path = Path(model_path)
@@ -213,7 +213,7 @@ def open_backbone(model_path: str, device: str | None, photos_for):
     from ..nodes.comfy_personalize import ComfyBackbone  # only importable with ComfyUI on sys.path
 
     with torch.inference_mode(False), torch.enable_grad():
-        backbone = ComfyBackbone(model, clip, vae)
+        backbone = ComfyBackbone(model, clip, vae, trained_groups=trained_groups)
         photos = photos_for(backbone)
         backbone.cache_latents(photos.all_views())
         with backbone:
@@ -248,7 +248,7 @@ def run_train(args) -> None:
         plan = plan_for_model(plan, sdxl=backbone.is_sdxl)  # the presets train SDXL at 1024 px
         return TrainingImages(photo_list, plan.resolution, views_per_image=args.augmented_views, view_seed=args.seed)
 
-    with open_backbone(args.model, args.device, photos_for) as (backbone, description, photos):
+    with open_backbone(args.model, args.device, photos_for, plan.trained_groups) as (backbone, description, photos):
         stream.write(
             f"AttnDreamBooth '{name}' ({category}): {len(photos)} photos, preset {plan.name}, {plan.total_steps} steps, {description}\n"
         )

@@ -46,7 +46,7 @@ from ..patching import AttributePatch
 from ..personalize.backbone import EncodedPrompt, TextConditioning
 from ..personalize.latent_cache import DEFAULT_BUDGET_BYTES, LatentCache, sample_latents
 from ..personalize.regularizer import AttentionCapture, capturing_attention, merge_heads, split_heads
-from ..personalize.stages import CROSS_ATTENTION, TOKEN, UNET
+from ..personalize.stages import CROSS_ATTENTION, PARAMETER_GROUPS, TOKEN, UNET
 from .comfy_common import differentiable_clone, unet_checkpoint_blocks
 from .comfy_personalize_text import ComfyPromptEncoder
 from .comfy_trainable import check_supported, is_sdxl, noise_schedule_of, text_encoders
@@ -98,7 +98,7 @@ class _TrainableWeight:
 
     def __call__(self, weight, *args, **kwargs):
         parameter = self.parameter
-        if parameter is None:  # before training starts / after close(): the copied weight itself
+        if parameter is None:  # a weight this run does not train, or after close(): comfy.ops' copy of the loaded weight
             return weight
         return parameter.to(device=weight.device, dtype=weight.dtype)
 
@@ -137,8 +137,13 @@ class ComfyBackbone:
     and every patch on a shared module is removed on exit.
     """
 
-    def __init__(self, model, clip, vae, *, latent_cache_bytes: int = DEFAULT_BUDGET_BYTES):
+    def __init__(
+        self, model, clip, vae, *, latent_cache_bytes: int = DEFAULT_BUDGET_BYTES, trained_groups: Iterable[str] = PARAMETER_GROUPS
+    ):
         check_supported(model, clip, vae)
+        # Which parameter groups the plan trains: UNet weights get float32 trainable copies only if a stage trains
+        # them (all of them for stage 3, the cross-attention ones for stage 2); the rest run on ComfyUI's own weights.
+        self._trained_groups = frozenset(trained_groups)
         self._model, self._clip, self._vae = model, clip, vae
         self._base = model.model
         self._diffusion_model = self._base.diffusion_model
@@ -204,6 +209,8 @@ class ComfyBackbone:
             raise SteerError(f"this UNet has parameters outside ComfyUI's weight-wrappable layers ({missing[:3]}...); it cannot be trained")
         with torch.no_grad():
             for name, parameter in self._diffusion_model.named_parameters():
+                if UNET not in self._trained_groups and not (CROSS_ATTENTION in self._trained_groups and ".attn2." in name):
+                    continue  # never trained: the layer keeps ComfyUI's weight (comfy.ops copies it per forward)
                 # Exactly the weight ComfyUI loaded (upstream LoRA patches included), in float32.
                 trainable_copy = torch.nn.Parameter(parameter.detach().to(self.device, torch.float32, copy=True), requires_grad=False)
                 self._parameters[name] = trainable_copy
@@ -260,6 +267,8 @@ class ComfyBackbone:
         deltas = {}
         with torch.no_grad():
             for name, base in self._diffusion_model.named_parameters():
+                if name not in self._parameters:
+                    continue  # not trainable in this run
                 delta = self._parameters[name].detach() - base.detach().to(self.device, torch.float32)
                 if delta.any():
                     deltas[name] = delta.cpu()

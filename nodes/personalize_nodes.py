@@ -286,7 +286,8 @@ class SteerAttnDreamBoothTrain(io.ComfyNode):
         seed = int(seed)
 
         with torch.inference_mode(False), torch.enable_grad():
-            backbone = ComfyBackbone(model, clip, vae)  # checks the architecture and that model, CLIP and VAE match
+            # Checks the architecture and that model, CLIP and VAE match; UNet weights get trainable copies only if trained.
+            backbone = ComfyBackbone(model, clip, vae, trained_groups=plan.trained_groups)
             plan = plan_for_model(plan, sdxl=backbone.is_sdxl)  # the presets train SDXL at 1024 px
             photos = TrainingImages.from_batch(images, plan.resolution, views_per_image=int(augmented_views), view_seed=seed)
             pbar = comfy.utils.ProgressBar(max(plan.total_steps, 1))

@@ -130,6 +130,11 @@ class TrainingPlan:
         return next(stage for stage in self.stages if stage.parameter_group == group)
 
     @property
+    def trained_groups(self) -> frozenset[str]:
+        """The parameter groups of the stages that have steps."""
+        return frozenset(stage.parameter_group for stage in self.stages if stage.steps)
+
+    @property
     def total_steps(self) -> int:
         return sum(stage.steps for stage in self.stages)
 

@@ -188,6 +188,8 @@ class _StageRunner:
         if stage.steps == 0:  # a custom plan may skip a stage
             self._save(stage_index + 1, 0, None, None, trainable)
             return
+        if not trainable:
+            raise RuntimeError(f"the backbone has no trainable weights for stage {stage.name!r}: it was opened for other stages only")
         run_step = TrainingStep.for_stage(self.backbone, stage, trainable, self.prompt, self.autocast_dtype)
         optimizer, scaler = run_step.optimizer, run_step.scaler
         if start > 0 and self.state.optimizer:

@@ -447,7 +447,41 @@ def errors():
     report["our_weight_functions_left"] = sum(
         1 for m in model.model.modules() for f in getattr(m, "weight_function", []) if type(f).__name__ == "_TrainableWeight"
     )
+    report.update(untrained_weights_stay_comfyuis(model, clip, vae, images))
     return report
+
+
+def untrained_weights_stay_comfyuis(model, clip, vae, images):
+    """A plan without stage 3 trains the same with float32 copies of every UNet weight or of the cross-attention ones only."""
+    plan = custom_plan(
+        token_steps=1, cross_attention_steps=1, unet_steps=0, token_batch_size=1, cross_attention_batch_size=1, resolution=RESOLUTION
+    )
+    options = RuntimeOptions(precision="fp32", gradient_checkpointing=False)
+    runs = {}
+    with torch.inference_mode(False), torch.enable_grad():
+        for label, groups in (("all", ("token", "cross_attention", "unet")), ("planned", plan.trained_groups)):
+            with ComfyBackbone(model, clip, vae, trained_groups=groups) as backbone:
+                history = train(backbone, images, "dog", plan, seed=3, options=options).history
+                runs[label] = {
+                    "history": [(entry["diffusion"], entry["regularizer"]) for entry in history],
+                    "copies": sum(parameter.numel() for parameter in backbone.parameter_groups()["unet"].values()),
+                    "deltas": {name: delta for name, delta in backbone.unet_weight_deltas().items()},
+                }
+        attn2 = sum(parameter.numel() for name, parameter in model.model.diffusion_model.named_parameters() if ".attn2." in name)
+        with ComfyBackbone(model, clip, vae, trained_groups=("token",)) as backbone:
+            try:
+                train(backbone, images, "dog", plan, seed=3, options=options)
+                wrong_groups = None
+            except RuntimeError as error:
+                wrong_groups = str(error)
+    all_deltas, planned_deltas = runs["all"]["deltas"], runs["planned"]["deltas"]
+    return {
+        "planned_history_equal": runs["all"]["history"] == runs["planned"]["history"],
+        "planned_copies": [runs["all"]["copies"], runs["planned"]["copies"], attn2],
+        "planned_deltas_equal": sorted(all_deltas) == sorted(planned_deltas)
+        and all(torch.equal(all_deltas[name], planned_deltas[name]) for name in all_deltas),
+        "wrong_groups": wrong_groups,
+    }
 
 
 if __name__ == "__main__":
