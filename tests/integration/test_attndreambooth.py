@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from comfy_server import CHECKPOINT_NAME, ComfyServer, ExecutionFailed, PromptBuilder, run_script
+from concept_checks import assert_stock_nodes_apply_the_concept
 from graphs import tiny_training_plan, txt2img
 
 PROBE_SCRIPT = Path(__file__).with_name("attndreambooth_probe.py")
@@ -312,17 +313,7 @@ def test_the_concept_files_are_stock_formats(comfy, trained):
 
 
 def test_stock_lora_loader_and_embedding_load_the_concept_and_change_the_output(comfy, trained):
-    log_before = len(comfy.log_text())
-    base = _image(comfy, sample_graph("a photo of a dog"))
-    token_only = _image(comfy, sample_graph(f"a photo of embedding:{CONCEPT} dog"))
-    unet_only = _image(comfy, sample_graph("a photo of a dog", lora=f"{CONCEPT}.safetensors"))
-    both = _image(comfy, sample_graph(f"a photo of embedding:{CONCEPT} dog", lora=f"{CONCEPT}.safetensors"))
-    log = comfy.log_text()[log_before:]
-    assert "lora key not loaded" not in log and "NOT LOADED" not in log, log
-    assert "does not exist, ignoring" not in log and "shape mismatch" not in log, log
-    assert np.abs(token_only - base).max() > 0, "the learned token changed nothing"
-    assert np.abs(unet_only - base).max() > 0, "the UNet file changed nothing"
-    assert np.abs(both - base).max() > 0
+    assert_stock_nodes_apply_the_concept(comfy, lambda prompt, lora: _image(comfy, sample_graph(prompt, lora=lora)), CONCEPT)
 
 
 def test_train_and_load_node_outputs_equal_the_stock_nodes(comfy, trained):

@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pytest
 from comfy_server import ExecutionFailed, PromptBuilder
+from concept_checks import assert_stock_nodes_apply_the_concept
 from graphs import one_step_training_inputs, tiny_training_plan, txt2img
 
 from steer.benchmarks.random_diffusers import SDXL_G_WIDTH, TEXT_WIDTH
@@ -87,17 +88,7 @@ def test_sdxl_training_writes_both_vectors_and_an_sdxl_unet_lora(comfy, trained)
 
 
 def test_stock_loaders_apply_the_sdxl_concept_without_warnings_and_change_the_image(comfy, trained):
-    log_before = len(comfy.log_text())
-    base = _image(comfy, sample_graph("a photo of a dog"))
-    token_only = _image(comfy, sample_graph(f"a photo of embedding:{CONCEPT} dog"))
-    unet_only = _image(comfy, sample_graph("a photo of a dog", lora=f"{CONCEPT}.safetensors"))
-    both = _image(comfy, sample_graph(f"a photo of embedding:{CONCEPT} dog", lora=f"{CONCEPT}.safetensors"))
-    log = comfy.log_text()[log_before:]
-    assert "lora key not loaded" not in log and "NOT LOADED" not in log, log
-    assert "does not exist, ignoring" not in log and "shape mismatch" not in log, log
-    assert np.abs(token_only - base).max() > 0, "the learned vectors changed nothing"
-    assert np.abs(unet_only - base).max() > 0, "the UNet file changed nothing"
-    assert np.abs(both - base).max() > 0 and np.abs(both - unet_only).max() > 0
+    assert_stock_nodes_apply_the_concept(comfy, lambda prompt, lora: _image(comfy, sample_graph(prompt, lora=lora)), CONCEPT)
 
 
 def test_an_sdxl_model_with_an_sd1_clip_is_refused_before_training(comfy):
