@@ -1,6 +1,7 @@
 """AttnDreamBooth on SDXL through a real ComfyUI server (/prompt): training writes an embedding with one
 vector for CLIP-L and one for CLIP-G and a LoRA of the SDXL UNet; the stock LoraLoaderModelOnly and
-`embedding:<name>` apply them without warnings and change the image at the same seed.
+`embedding:<name>` apply them without warnings and change the image at the same seed; the Train node's
+outputs and Steer AttnDreamBooth Load give the stock nodes' image.
 
 The model is the test pack's tiny SDXL (tests/integration/family_pack: ComfyUI's own SDXL model class
 and SDXLClipModel layout at tiny widths, steer.benchmarks.comfy_tiny_sdxl); the backends' agreement on
@@ -14,7 +15,7 @@ import json
 import numpy as np
 import pytest
 from comfy_server import ExecutionFailed, PromptBuilder
-from concept_checks import assert_stock_nodes_apply_the_concept
+from concept_checks import LOAD_WARNINGS, assert_stock_nodes_apply_the_concept
 from graphs import one_step_training_inputs, tiny_training_plan, txt2img
 
 from steer.benchmarks.random_diffusers import SDXL_G_WIDTH, TEXT_WIDTH
@@ -45,17 +46,22 @@ def train_graph(name=CONCEPT, **changes) -> dict:
         **one_step_training_inputs(concept_name=name, **{**PLAN, **changes}),
     )
     b.node("PreviewImage", node_id="plot", images=train.out(3))
+    # Sample straight from the node's outputs: its MODEL, its CLIP and its trigger phrase as the prompt.
+    txt2img(b, train.out(0), train.out(1), sdxl.out(2), train.out(2), seed=5, prefix="t_")
     return b.prompt()
 
 
-def sample_graph(prompt: str, lora: str | None = None, seed: int = 11) -> dict:
-    """The stock SDXL txt2img graph on the tiny SDXL, optionally through LoraLoaderModelOnly."""
+def sample_graph(prompt: str, lora: str | None = None, concept: str | None = None, seed: int = 11) -> dict:
+    """The stock SDXL txt2img graph on the tiny SDXL, optionally through LoraLoaderModelOnly or Steer AttnDreamBooth Load."""
     b = PromptBuilder()
     sdxl = b.node("SteerTestSDXLTrainable", node_id="sdxl")
-    model = sdxl.out(0)
+    model, text = sdxl.out(0), prompt
     if lora is not None:
         model = b.node("LoraLoaderModelOnly", node_id="lora", model=model, lora_name=lora, strength_model=1.0).out(0)
-    txt2img(b, model, sdxl.out(1), sdxl.out(2), prompt, seed)
+    if concept is not None:
+        load = b.node("SteerAttnDreamBoothLoad", node_id="load", model=model, clip=sdxl.out(1), concept=concept, strength=1.0)
+        model, text = load.out(0), load.out(2)
+    txt2img(b, model, sdxl.out(1), sdxl.out(2), text, seed)
     return b.prompt()
 
 
@@ -75,6 +81,7 @@ def test_sdxl_training_writes_both_vectors_and_an_sdxl_unet_lora(comfy, trained)
     from safetensors.torch import load_file
 
     assert len(comfy.images(trained["result"], "plot")) == 1
+    assert not [warning for warning in LOAD_WARNINGS if warning in trained["log"]], trained["log"]
     embedding = load_file(str(comfy.models_dir / "embeddings" / f"{CONCEPT}.safetensors"))
     # One vector per text encoder, each at its encoder's width, under the keys ComfyUI's SDXL tokenizers read.
     assert {key: tuple(value.shape) for key, value in embedding.items()} == {"clip_l": (1, TEXT_WIDTH), "clip_g": (1, SDXL_G_WIDTH)}
@@ -89,6 +96,13 @@ def test_sdxl_training_writes_both_vectors_and_an_sdxl_unet_lora(comfy, trained)
 
 def test_stock_loaders_apply_the_sdxl_concept_without_warnings_and_change_the_image(comfy, trained):
     assert_stock_nodes_apply_the_concept(comfy, lambda prompt, lora: _image(comfy, sample_graph(prompt, lora=lora)), CONCEPT)
+
+
+def test_the_train_and_load_nodes_give_the_stock_nodes_image(comfy, trained):
+    stock = _image(comfy, sample_graph(f"embedding:{CONCEPT} dog", lora=f"{CONCEPT}.safetensors", seed=5))
+    assert np.array_equal(_image(comfy, sample_graph("unused", concept=CONCEPT, seed=5)), stock)
+    (from_train,) = comfy.images(trained["result"], "t_save")
+    assert np.array_equal(np.asarray(from_train.convert("RGB"), dtype=np.int16), stock)
 
 
 def test_an_sdxl_model_with_an_sd1_clip_is_refused_before_training(comfy):
