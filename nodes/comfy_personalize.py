@@ -338,6 +338,12 @@ class ComfyBackbone:
                 f"this VAE's encoder gives {moments.shape[1]} channels, not a Gaussian posterior over {vae.latent_channels}; use "
                 "the checkpoint's own VAE"
             )
+        if not torch.isfinite(moments).all():
+            # SDXL's original VAE overflows in fp16; training on such latents would only fail later, as a NaN loss.
+            raise SteerError(
+                f"the VAE encoded the photos to NaN or infinite values in {str(vae.vae_dtype).removeprefix('torch.')} (SDXL's "
+                "original VAE overflows in fp16); start ComfyUI with --bf16-vae or --fp32-vae, or load the fp16-fixed SDXL VAE"
+            )
         mean, log_variance = moments.chunk(2, dim=1)
         std = torch.exp(0.5 * log_variance.clamp(-30.0, 20.0))
         if self._unet is not None:  # mid-training cache miss: make sure the training models are back

@@ -396,6 +396,13 @@ def errors():
     bad_vae = copy.copy(vae)
     bad_vae.latent_channels = 16
     report["bad_vae"] = error_of(lambda: ComfyBackbone(model, clip, bad_vae))
+    overflowing_vae = copy.copy(vae)  # as SDXL's original VAE in fp16: the encoder overflows
+    with torch.inference_mode():
+        overflowing_vae.first_stage_model = copy.deepcopy(vae.first_stage_model)
+        overflowing_vae.first_stage_model.encoder.conv_in.weight.fill_(float("inf"))
+    views = TrainingImages(photos(), RESOLUTION, views_per_image=2).all_views()
+    with torch.inference_mode(False):
+        report["overflowing_vae"] = error_of(lambda: ComfyBackbone(model, clip, overflowing_vae).cache_latents(views))
 
     # Train briefly, then check that nothing of ComfyUI's is left changed.
     x = torch.randn(1, 4, 4, 4)

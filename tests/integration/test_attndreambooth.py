@@ -129,6 +129,7 @@ def test_unsupported_inputs_are_clear_errors_and_training_restores_comfyui(probe
     assert "does not match the MODEL" in report["mismatch"] and "32 wide" in report["mismatch"] and "64" in report["mismatch"]
     assert "clip input is empty" in report["no_clip"]
     assert "VAE does not match" in report["bad_vae"]
+    assert "NaN or infinite" in report["overflowing_vae"] and "--bf16-vae" in report["overflowing_vae"]
     assert report["stopped"] and report["clip_layers_patched"]
     assert report["clip_layers_restored"] and report["blocks_restored"]
     assert report["model_options_unchanged"] and report["weight_wrappers_unchanged"]
