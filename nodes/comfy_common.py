@@ -15,23 +15,27 @@ from ..guidance.checkpointing import blocks_of
 from ..patching import patched_attributes
 
 
-def _identity(weight, *args, **kwargs):
-    return weight
+def detached_copy(weight, *args, **kwargs):
+    """The weight function Steer's clones use: comfy.ops' per-forward copy of the weight, cut from the loaded
+    parameter. Loader weights have requires_grad=True, so without the cut a backward() would accumulate gradients
+    into the upstream model's own parameters (memory the size of the model, and a change to a shared object)."""
+    return weight.detach()
 
 
 def differentiable_clone(patcher, prefix: str = "", wrapper=None):
     """A clone of `patcher` whose layers re-materialise their weights on every forward.
 
     Loader nodes build weights under inference mode, and autograd refuses to save inference
-    tensors for backward. An identity weight wrapper makes comfy.ops copy each weight into a
-    normal tensor per forward (cast_bias_weight(copy=True)), as ComfyUI's own nodes_train does.
+    tensors for backward. A weight wrapper makes comfy.ops copy each weight into a normal tensor
+    per forward (cast_bias_weight(copy=True)), as ComfyUI's own nodes_train does; the wrapper,
+    `detached_copy`, cuts that copy from the loaded parameter.
     Parameters of layers that are not comfy.ops layers (the `scale` of Flux's and Chroma's QK
     RMSNorms) have no weight function; the clone carries normal-tensor copies of those as object
     patches, which ComfyUI sets when the clone loads and takes back when it unloads.
     The upstream patcher is untouched: wrappers and patches live on the clone only.
 
     `wrapper(key)`, if given, returns the function for the parameter `key` (e.g.
-    "diffusion_model.input_blocks.1.1.proj_in.weight") instead of the identity; the trainer
+    "diffusion_model.input_blocks.1.1.proj_in.weight") instead of `detached_copy`; the trainer
     uses it to swap trainable weights in.
     """
     clone = patcher.clone()
@@ -46,7 +50,7 @@ def differentiable_clone(patcher, prefix: str = "", wrapper=None):
         for kind in ("weight", "bias"):
             if getattr(module, kind, None) is not None:
                 key = f"{name}.{kind}"
-                clone.add_weight_wrapper(key, _identity if wrapper is None else wrapper(key))
+                clone.add_weight_wrapper(key, detached_copy if wrapper is None else wrapper(key))
     return clone
 
 
@@ -58,7 +62,7 @@ def normal_copy(parameter: torch.nn.Parameter) -> torch.nn.Parameter:
 
 @contextmanager
 def weights_rematerialised(model: torch.nn.Module):
-    """Identity weight/bias functions on every comfy.ops layer of `model` (no patcher to clone,
+    """`detached_copy` weight/bias functions on every comfy.ops layer of `model` (no patcher to clone,
     as for CLIP vision), removed on exit. Lists are replaced, never appended to: ComfyUI's
     class-level default list is shared by every layer of every model."""
 
@@ -66,7 +70,7 @@ def weights_rematerialised(model: torch.nn.Module):
         for module in model.modules():
             if hasattr(module, "weight_function"):
                 for attribute in ("weight_function", "bias_function"):
-                    yield module, attribute, [*getattr(module, attribute), _identity]
+                    yield module, attribute, [*getattr(module, attribute), detached_copy]
 
     with patched_attributes(changes()):
         yield

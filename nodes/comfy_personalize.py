@@ -47,7 +47,7 @@ from ..personalize.backbone import EncodedPrompt, TextConditioning
 from ..personalize.latent_cache import DEFAULT_BUDGET_BYTES, LatentCache, sample_latents
 from ..personalize.regularizer import AttentionCapture, capturing_attention, merge_heads, split_heads
 from ..personalize.stages import CROSS_ATTENTION, PARAMETER_GROUPS, TOKEN, UNET
-from .comfy_common import differentiable_clone, unet_checkpoint_blocks
+from .comfy_common import detached_copy, differentiable_clone, unet_checkpoint_blocks
 from .comfy_personalize_text import ComfyPromptEncoder
 from .comfy_trainable import check_supported, is_sdxl, noise_schedule_of, text_encoders
 
@@ -99,7 +99,7 @@ class _TrainableWeight:
     def __call__(self, weight, *args, **kwargs):
         parameter = self.parameter
         if parameter is None:  # a weight this run does not train, or after close(): comfy.ops' copy of the loaded weight
-            return weight
+            return detached_copy(weight)
         return parameter.to(device=weight.device, dtype=weight.dtype)
 
 

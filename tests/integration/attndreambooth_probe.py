@@ -263,11 +263,18 @@ def errors():
         cond_after = clip.encode_from_tokens(clip.tokenize("a photo of a dog"))
     report["stock_output_identical"] = bool(torch.equal(before, after))
     report["stock_cond_identical"] = bool(torch.equal(cond, cond_after))
+    # Loader weights have requires_grad=True: no backward may leave gradients on ComfyUI's own parameters.
+    report["upstream_gradients_after_training"] = upstream_gradients(model, clip)
     report["our_weight_functions_left"] = sum(
         1 for m in model.model.modules() for f in getattr(m, "weight_function", []) if type(f).__name__ == "_TrainableWeight"
     )
     report.update(untrained_weights_stay_comfyuis(model, clip, vae, images))
     return report
+
+
+def upstream_gradients(model, clip) -> int:
+    """How many parameters of ComfyUI's own UNet and text encoders hold a .grad."""
+    return sum(parameter.grad is not None for module in (model.model, clip.cond_stage_model) for parameter in module.parameters())
 
 
 def untrained_weights_stay_comfyuis(model, clip, vae, images):
@@ -300,6 +307,7 @@ def untrained_weights_stay_comfyuis(model, clip, vae, images):
         "planned_deltas_equal": sorted(all_deltas) == sorted(planned_deltas)
         and all(torch.equal(all_deltas[name], planned_deltas[name]) for name in all_deltas),
         "wrong_groups": wrong_groups,
+        "upstream_gradients_after_planned": upstream_gradients(model, clip),
     }
 
 

@@ -135,6 +135,7 @@ def test_unsupported_inputs_are_clear_errors_and_training_restores_comfyui(probe
     assert report["model_options_unchanged"] and report["weight_wrappers_unchanged"]
     assert report["stock_output_identical"] and report["stock_cond_identical"]
     assert report["our_weight_functions_left"] == 0
+    assert report["upstream_gradients_after_training"] == 0 and report["upstream_gradients_after_planned"] == 0
     # Without stage 3 only the cross-attention weights get float32 copies, and training is the same to the bit.
     every_weight, planned, cross_attention = report["planned_copies"]
     assert planned == cross_attention < every_weight
