@@ -67,6 +67,12 @@ def _bench_families(args) -> int:
     return execute(args)
 
 
+def _bench_training_memory(args) -> int:
+    from ..benchmarks.personalize_memory import execute
+
+    return execute(args)
+
+
 def _bench_guidance(args) -> int:
     from ..benchmarks.guidance_cost import execute
 
@@ -131,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_families_bench_arguments(families_bench)
     families_bench.set_defaults(run=_bench_families)
+    memory_bench = benches.add_parser(
+        "training-memory",
+        help="AttnDreamBooth's training memory per stage on a full-width SDXL relative (Vega, CPU), against the accounting",
+    )
+    memory_bench.add_argument("--out", type=Path, help="write personalize_memory.md here (default: the package's benchmarks/results)")
+    memory_bench.set_defaults(run=_bench_training_memory)
     regions_bench = benches.add_parser(
         "regions",
         help="region masks, a reward head and guided img2img on the world text-to-image model, scored by independent judges",
