@@ -115,3 +115,18 @@ def txt2img(b, model, clip, vae, text, seed, prefix="", side=64):
     )
     decoded = b.node("VAEDecode", node_id=prefix + "decode", samples=sampled.out(0), vae=vae)
     b.node("SaveImage", node_id=prefix + "save", images=decoded.out(0), filename_prefix="steer_attndreambooth")
+
+
+def concept_sample_graph(loader, prompt: str, lora: str | None = None, concept: str | None = None, seed: int = 11) -> dict:
+    """The stock txt2img graph on the (MODEL, CLIP, VAE) node `loader(b)` adds, optionally with LoraLoaderModelOnly or
+    Steer AttnDreamBooth Load."""
+    b = PromptBuilder()
+    models = loader(b)
+    model, text = models.out(0), prompt
+    if lora is not None:
+        model = b.node("LoraLoaderModelOnly", node_id="lora", model=model, lora_name=lora, strength_model=1.0).out(0)
+    if concept is not None:
+        load = b.node("SteerAttnDreamBoothLoad", node_id="load", model=model, clip=models.out(1), concept=concept, strength=1.0)
+        model, text = load.out(0), load.out(2)
+    txt2img(b, model, models.out(1), models.out(2), text, seed)
+    return b.prompt()

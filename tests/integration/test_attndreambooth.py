@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from comfy_server import CHECKPOINT_NAME, ComfyServer, ExecutionFailed, PromptBuilder, run_script
 from concept_checks import assert_stock_nodes_apply_the_concept
-from graphs import tiny_training_plan, txt2img
+from graphs import concept_sample_graph, tiny_training_plan, txt2img
 
 PROBE_SCRIPT = Path(__file__).with_name("attndreambooth_probe.py")
 CONCEPT = "steer_test_dog"
@@ -205,17 +205,10 @@ def train_graph(name: str = CONCEPT, overwrite: bool = False, images=None, **ove
 
 
 def sample_graph(prompt: str, lora: str | None = None, concept: str | None = None, seed: int = 11) -> dict:
-    """The stock txt2img graph, optionally with LoraLoaderModelOnly or Steer AttnDreamBooth Load."""
-    b = PromptBuilder()
-    ckpt = b.node("CheckpointLoaderSimple", node_id="ckpt", ckpt_name=CHECKPOINT_NAME)
-    model, text = ckpt.out(0), prompt
-    if lora is not None:
-        model = b.node("LoraLoaderModelOnly", node_id="lora", model=model, lora_name=lora, strength_model=1.0).out(0)
-    if concept is not None:
-        load = b.node("SteerAttnDreamBoothLoad", node_id="load", model=model, clip=ckpt.out(1), concept=concept, strength=1.0)
-        model, text = load.out(0), load.out(2)
-    txt2img(b, model, ckpt.out(1), ckpt.out(2), text, seed)
-    return b.prompt()
+    """The stock txt2img graph on the fixture checkpoint, optionally with LoraLoaderModelOnly or Steer AttnDreamBooth Load."""
+    return concept_sample_graph(
+        lambda b: b.node("CheckpointLoaderSimple", node_id="ckpt", ckpt_name=CHECKPOINT_NAME), prompt, lora, concept, seed
+    )
 
 
 def _image(comfy, prompt: dict) -> np.ndarray:

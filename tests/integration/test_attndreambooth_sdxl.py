@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from comfy_server import ExecutionFailed, PromptBuilder
 from concept_checks import LOAD_WARNINGS, assert_stock_nodes_apply_the_concept
-from graphs import one_step_training_inputs, tiny_training_plan, txt2img
+from graphs import concept_sample_graph, one_step_training_inputs, tiny_training_plan, txt2img
 
 from steer.benchmarks.random_diffusers import SDXL_G_WIDTH, TEXT_WIDTH
 
@@ -52,17 +52,8 @@ def train_graph(name=CONCEPT, **changes) -> dict:
 
 
 def sample_graph(prompt: str, lora: str | None = None, concept: str | None = None, seed: int = 11) -> dict:
-    """The stock SDXL txt2img graph on the tiny SDXL, optionally through LoraLoaderModelOnly or Steer AttnDreamBooth Load."""
-    b = PromptBuilder()
-    sdxl = b.node("SteerTestSDXLTrainable", node_id="sdxl")
-    model, text = sdxl.out(0), prompt
-    if lora is not None:
-        model = b.node("LoraLoaderModelOnly", node_id="lora", model=model, lora_name=lora, strength_model=1.0).out(0)
-    if concept is not None:
-        load = b.node("SteerAttnDreamBoothLoad", node_id="load", model=model, clip=sdxl.out(1), concept=concept, strength=1.0)
-        model, text = load.out(0), load.out(2)
-    txt2img(b, model, sdxl.out(1), sdxl.out(2), text, seed)
-    return b.prompt()
+    """The stock SDXL txt2img graph on the tiny SDXL, optionally with LoraLoaderModelOnly or Steer AttnDreamBooth Load."""
+    return concept_sample_graph(lambda b: b.node("SteerTestSDXLTrainable", node_id="sdxl"), prompt, lora, concept, seed)
 
 
 def _image(comfy, prompt: dict) -> np.ndarray:
