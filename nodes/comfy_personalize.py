@@ -6,9 +6,11 @@ Every ComfyUI quirk training meets is handled here, one function each, in our sc
 - Prompts run under torch.inference_mode() and loader weights are inference tensors. The node
   calls everything inside `torch.inference_mode(False)`; weights reach autograd through weight
   wrappers on *clones* of the patchers (`differentiable_clone`), never on the upstream MODEL/CLIP.
-- Trainable weights: every UNet weight and bias gets a wrapper that hands the layer our float32
-  nn.Parameter instead of its own (possibly fp16, LoRA-patched) weight. The parameters start as
-  exact copies of the weights ComfyUI loaded, so upstream LoRAs are part of the base model.
+- Trainable weights: every UNet weight and bias a stage of the plan trains (all of them with
+  stage 3, the cross-attention ones without it) gets a wrapper that hands the layer our float32
+  nn.Parameter instead of its own (possibly fp16, LoRA-patched) weight; the others get comfy.ops'
+  per-forward copy, detached. The parameters start as exact copies of the weights ComfyUI
+  loaded, so upstream LoRAs are part of the base model.
 - The new token (one float32 vector per text encoder: CLIP-L and CLIP-G on SDXL) and the CLIP's
   in-place residuals: comfy_personalize_text.py.
 - Cross-attention capture: `set_model_attn2_replace` on every block with an attn2 layer of the
