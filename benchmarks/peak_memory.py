@@ -26,6 +26,11 @@ class PeakRSS:
         self._thread.start()
         return self
 
+    def take(self) -> int:
+        """The peak since the block opened or since the last take, and start again from now."""
+        peak, self.peak = self.peak, self.process.memory_info().rss
+        return max(peak, self.peak)
+
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()

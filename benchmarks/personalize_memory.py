@@ -21,8 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import torch
@@ -31,36 +29,6 @@ PLANS = {"with_stage_3": (1, 1, 1), "without_stage_3": (1, 1, 0)}  # steps of st
 RESOLUTION = 64
 MB = 2**20
 RESULTS = Path(__file__).with_name("results")
-
-
-class _Samples:
-    """This process's resident set, sampled every few milliseconds with timestamps."""
-
-    def __init__(self, interval: float = 0.005):
-        import psutil
-
-        self.process, self.interval, self.samples = psutil.Process(), interval, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.samples.append((time.monotonic(), self.process.memory_info().rss))
-            time.sleep(self.interval)
-
-    def now(self) -> int:
-        return self.process.memory_info().rss
-
-    def peak_between(self, start: float, end: float) -> int:
-        return max(rss for moment, rss in self.samples if start <= moment <= end)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def _sdxl_width_clip():
@@ -91,9 +59,12 @@ def measure_plan(plan_name: str) -> dict:
     from ..cli.comfy_bootstrap import import_comfyui
 
     comfy_sd = import_comfyui(force_cpu=True)
+    import comfy.model_management
+
     from ..nodes.comfy_personalize import ComfyBackbone
     from ..personalize.stages import custom_plan
     from ..personalize.trainer import RuntimeOptions, train
+    from .peak_memory import PeakRSS
     from .personalize_timing import bench_images
     from .random_families import build_vae
     from .random_vega import vega_unet_file
@@ -116,30 +87,26 @@ def measure_plan(plan_name: str) -> dict:
     total = sum(p.numel() for p in parameters.values())
     cross_attention = sum(p.numel() for name, p in parameters.items() if ".attn2." in name)
     images = bench_images(RESOLUTION)
-    stage_times: dict[str, list[float]] = {}
+    stage_peaks: dict[str, int] = {}
 
     def progress(stage, done, steps, loss):
-        stage_times.setdefault(stage, [stage_start[0]]).append(time.monotonic())
-        stage_start[0] = time.monotonic()
+        # Everything since the previous step (the stage's set-up included) belongs to this step's stage.
+        stage_peaks[stage] = max(stage_peaks.get(stage, 0), sampler.take())
 
-    with torch.inference_mode(False), torch.enable_grad(), _Samples() as samples:
+    with torch.inference_mode(False), torch.enable_grad(), PeakRSS() as sampler:
         backbone = ComfyBackbone(model, clip, vae, trained_groups=plan.trained_groups)
         backbone.cache_latents(images.all_views())
-        comfy_sd_model_management().load_models_gpu([model], force_full_load=True)
-        baseline = samples.now()
+        comfy.model_management.load_models_gpu([model], force_full_load=True)
+        baseline = sampler.process.memory_info().rss
         with backbone:
-            opened = samples.now()
-            stage_start = [time.monotonic()]
+            opened = sampler.process.memory_info().rss
+            sampler.take()
             train(backbone, images, "dog", plan, seed=0, options=RuntimeOptions(precision="fp32"), progress=progress)
-            time.sleep(0.05)
     copies = total if plan.stage("unet").steps else cross_attention
     trained_by = {"token": 0, "cross_attention": cross_attention, "unet": total}
     stages = {}
-    for stage, moments in stage_times.items():
-        stages[stage] = {
-            "predicted_mb": 12 * trained_by[stage] / MB,
-            "measured_mb": (samples.peak_between(moments[0], moments[-1]) - opened) / MB,
-        }
+    for stage, peak in stage_peaks.items():
+        stages[stage] = {"predicted_mb": 12 * trained_by[stage] / MB, "measured_mb": (peak - opened) / MB}
     return {
         "plan": plan_name,
         "unet_parameters": total,
@@ -147,12 +114,6 @@ def measure_plan(plan_name: str) -> dict:
         "copies": {"predicted_mb": 4 * copies / MB, "measured_mb": (opened - baseline) / MB},
         "stages": stages,
     }
-
-
-def comfy_sd_model_management():
-    import comfy.model_management
-
-    return comfy.model_management
 
 
 def markdown(reports: list[dict]) -> str:

@@ -119,7 +119,7 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def init_randomly(module: torch.nn.Module, generator: torch.Generator) -> None:
+def _init_randomly(module: torch.nn.Module, generator: torch.Generator) -> None:
     """N(0, 1/fan_in) weights for linear and conv layers, small biases, norms at identity. ComfyUI's
     layers skip reset_parameters, so everything else (DiT norms' `scale`, embeddings) is set here too."""
     for child in module.modules():
@@ -145,7 +145,7 @@ def build_model(family: str):
     model_config = getattr(comfy.supported_models, spec.supported_model)(dict(spec.unet_config))
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({}, "")
-    init_randomly(model.diffusion_model, torch.Generator().manual_seed(SEED))
+    _init_randomly(model.diffusion_model, torch.Generator().manual_seed(SEED))
     model.diffusion_model.to(torch.float32)
     return comfy.model_patcher.ModelPatcher(
         model, load_device=comfy.model_management.get_torch_device(), offload_device=comfy.model_management.unet_offload_device()
@@ -161,7 +161,7 @@ def build_vae(latent_channels: int):
     autoencoder = comfy.ldm.models.autoencoder.AutoencoderKL(
         ddconfig={**SD_VAE_DDCONFIG, "z_channels": latent_channels}, embed_dim=latent_channels
     )
-    init_randomly(autoencoder, torch.Generator().manual_seed(SEED + latent_channels))
+    _init_randomly(autoencoder, torch.Generator().manual_seed(SEED + latent_channels))
     with torch.no_grad():
         autoencoder.decoder.conv_out.weight.mul_(VAE_CONV_OUT_GAIN)
     return comfy.sd.VAE(sd=autoencoder.state_dict())
@@ -184,7 +184,7 @@ def tiny_decoder_state(latent_channels: int) -> dict:
 
     torch.manual_seed(SEED + 100 + latent_channels)
     decoder = Decoder(latent_channels=latent_channels)
-    init_randomly(decoder, torch.Generator().manual_seed(SEED + 100 + latent_channels))
+    _init_randomly(decoder, torch.Generator().manual_seed(SEED + 100 + latent_channels))
     return {key: value.contiguous() for key, value in decoder.state_dict().items()}
 
 

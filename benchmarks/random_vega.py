@@ -9,15 +9,13 @@ tiny SD1.5 checkpoint (random_checkpoints.cache_dir()). Nothing is downloaded.
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-from .random_checkpoints import cached_model, comfyui_path, import_comfy
-from .random_families import SEED, init_randomly
+from .random_checkpoints import build_in_subprocess, cached_model, comfyui_path, import_comfy, init_randomly
+from .random_families import SEED
 
 BUILD_TIMEOUT_SECONDS = 900
 # ComfyUI's detected config for Vega (comfy/model_detection.py, unet_config_from_diffusers_unet).
@@ -51,17 +49,7 @@ def vega_unet_file() -> Path:
     def build(partial: Path) -> None:
         for stale in partial.parent.glob("random_segmind_vega-*.safetensors*"):
             stale.unlink(missing_ok=True)
-        completed = subprocess.run(
-            [sys.executable, "-m", __spec__.name, str(partial)],
-            env={**os.environ, "COMFYUI_PATH": str(comfyui_path())},
-            cwd=str(partial.parent),
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT_SECONDS,
-        )
-        if completed.returncode != 0:
-            partial.unlink(missing_ok=True)
-            raise RuntimeError(f"building the Vega UNet failed (exit {completed.returncode}):\n{completed.stderr[-4000:]}")
+        build_in_subprocess(partial, __spec__.name, "the random Vega UNet", BUILD_TIMEOUT_SECONDS)
 
     return cached_model(f"random_segmind_vega-{builder_hash}.safetensors", "random_segmind_vega.lock", build)
 
@@ -74,7 +62,8 @@ def main() -> None:
     config = comfy.supported_models.Segmind_Vega(dict(VEGA_UNET_CONFIG))
     config.set_inference_dtype(torch.float32, None)
     model = config.get_model({}, "")
-    init_randomly(model.diffusion_model, torch.Generator().manual_seed(SEED))
+    torch.manual_seed(SEED)
+    init_randomly(model.diffusion_model)
     state = {key: value.to(torch.float16).contiguous() for key, value in model.diffusion_model.state_dict().items()}
     del model
     detected = comfy.model_detection.model_config_from_unet(state, "")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..patching import AttributePatch
+from ..personalize.backbone import token_group, vector_copies
 from ..personalize.prompt import category_token_id, check_prompt_length, split_at_placeholder
 from .comfy_common import out_of_place_clip_layers
 from .comfy_trainable import TextEncoder
@@ -37,10 +38,7 @@ class ComfyPromptEncoder:
         self._out_of_place = AttributePatch()
 
     def parameters(self) -> dict[str, torch.nn.Parameter]:
-        # One encoder: the vector keeps its name "token" (checkpoints of earlier versions resume).
-        if len(self.encoders) == 1:
-            return {"token": self.vectors[self.encoders[0].embedding_key]}
-        return dict(self.vectors)
+        return token_group(self.vectors)
 
     def open(self) -> None:
         """Move each vector to its encoder's device and make the encoders' CLIP layers out of place."""
@@ -62,7 +60,7 @@ class ComfyPromptEncoder:
                 vector.copy_(table[category_token_id(category, lambda text: word_ids(encoder, text))].to(vector.device, torch.float32))
 
     def embeddings(self) -> dict[str, torch.Tensor]:
-        return {key: vector.detach().float().cpu().clone()[None] for key, vector in self.vectors.items()}
+        return vector_copies(self.vectors)
 
     def prompt_tokens(self, prompt: str) -> tuple[dict[str, list[list[tuple]]], int]:
         """ComfyUI's token dict for a prompt with one [V] (each encoder's list with its vector at [V],

@@ -64,7 +64,7 @@ def check_supported(model, clip, vae=None) -> None:
 
     if clip is None or not hasattr(clip, "cond_stage_model") or not hasattr(clip, "tokenizer"):
         raise SteerError("the clip input is empty or not a ComfyUI CLIP; connect the CLIP output of the same checkpoint loader")
-    encoders = sdxl_text_encoders(clip) if sdxl else [single_text_encoder(clip)]
+    encoders = text_encoders(model, clip)
     width = sum(encoder.width for encoder in encoders)
     context = config.unet_config.get("context_dim")
     if width != context:

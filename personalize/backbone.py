@@ -50,6 +50,17 @@ class EncodedPrompt(TextConditioning):
     category_index: int  # position of the category word's first token (token_index + 1)
 
 
+def token_group(vectors: Mapping[str, torch.nn.Parameter]) -> dict[str, torch.nn.Parameter]:
+    """The "token" parameter group from the learned vectors by embedding key: one encoder's vector keeps
+    the name "token" (checkpoints of earlier versions resume), two (SDXL) go by their keys."""
+    return {"token": next(iter(vectors.values()))} if len(vectors) == 1 else dict(vectors)
+
+
+def vector_copies(vectors: Mapping[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    """`token_embeddings()` of the learned vectors: (1, width) float32 CPU copies, not views of the live vectors."""
+    return {key: vector.detach().float().cpu().clone()[None] for key, vector in vectors.items()}
+
+
 @runtime_checkable
 class Backbone(Protocol):
     device: torch.device

@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from ..errors import SteerError
-from .backbone import EncodedPrompt, TextConditioning
+from .backbone import EncodedPrompt, TextConditioning, token_group, vector_copies
 from .diffusers_text import SDXL_KEYS, SINGLE_ENCODER_KEYS, TextTower, encode_towers, encode_towers_plain
 from .latent_cache import LatentCache, sample_latents
 from .ldm_names import diffusers_to_ldm_names
@@ -124,10 +124,8 @@ class DiffusersBackbone:
                 TextTower(key, encoder, encoder_tokenizer, token, penultimate=self.is_sdxl, pooled=self.is_sdxl and index == 1)
             )
         self.text_encoder, self.tokenizer = self.towers[0].encoder, self.towers[0].tokenizer
-        # One encoder: the vector keeps its name "token" (checkpoints of earlier versions resume).
-        tokens = {tower.key: tower.token for tower in self.towers} if self.is_sdxl else {"token": self.towers[0].token}
         self._groups = {
-            TOKEN: tokens,
+            TOKEN: token_group({tower.key: tower.token for tower in self.towers}),
             CROSS_ATTENTION: {name: p for name, p in self.unet.named_parameters() if ".attn2." in name},
             UNET: dict(self.unet.named_parameters()),
         }
@@ -190,9 +188,7 @@ class DiffusersBackbone:
             tower.reset(category)
 
     def token_embeddings(self) -> dict[str, torch.Tensor]:
-        return {
-            tower.key: tower.token.detach().float().cpu().clone()[None] for tower in self.towers
-        }  # copies, not views of the live vectors
+        return vector_copies({tower.key: tower.token for tower in self.towers})
 
     def unet_weight_deltas(self) -> dict[str, torch.Tensor]:
         deltas = {}

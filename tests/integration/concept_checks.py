@@ -1,6 +1,16 @@
-"""A check the AttnDreamBooth integration tests share (SD1.x and SDXL)."""
+"""What the AttnDreamBooth integration tests share (SD1.x and SDXL): the saved image of a sampling graph, and the check that
+stock nodes apply a trained concept."""
 
 import numpy as np
+
+TIMEOUT = 900
+
+
+def saved_image(comfy, prompt: dict) -> np.ndarray:
+    """The image the prompt's SaveImage node "save" wrote, as int16 RGB."""
+    (image,) = comfy.images(comfy.run(prompt, timeout=TIMEOUT), "save")
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
 
 LOAD_WARNINGS = ("lora key not loaded", "NOT LOADED", "does not exist, ignoring", "shape mismatch")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from comfy_server import CHECKPOINT_NAME, ComfyServer, ExecutionFailed, PromptBuilder, run_script
-from concept_checks import assert_stock_nodes_apply_the_concept
+from concept_checks import assert_stock_nodes_apply_the_concept, saved_image
 from graphs import concept_sample_graph, tiny_training_plan, txt2img
 
 PROBE_SCRIPT = Path(__file__).with_name("attndreambooth_probe.py")
@@ -211,12 +211,6 @@ def sample_graph(prompt: str, lora: str | None = None, concept: str | None = Non
     )
 
 
-def _image(comfy, prompt: dict) -> np.ndarray:
-    result = comfy.run(prompt, timeout=TIMEOUT)
-    (image,) = comfy.images(result, "save")
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
 def _checkpoint_progress(comfy) -> list[dict]:
     # Under ComfyUI's --user-directory, which survives restarts (temp does not).
     paths = sorted((comfy.base_dir / "user" / "steer" / "attndreambooth_checkpoints").glob(f"{CONCEPT}-*/progress.json"))
@@ -308,14 +302,14 @@ def test_the_concept_files_are_stock_formats(comfy, trained):
 
 
 def test_stock_lora_loader_and_embedding_load_the_concept_and_change_the_output(comfy, trained):
-    assert_stock_nodes_apply_the_concept(comfy, lambda prompt, lora: _image(comfy, sample_graph(prompt, lora=lora)), CONCEPT)
+    assert_stock_nodes_apply_the_concept(comfy, lambda prompt, lora: saved_image(comfy, sample_graph(prompt, lora=lora)), CONCEPT)
 
 
 def test_train_and_load_node_outputs_equal_the_stock_nodes(comfy, trained):
     info = comfy.object_info("SteerAttnDreamBoothLoad")["SteerAttnDreamBoothLoad"]
     assert CONCEPT in info["input"]["required"]["concept"][0]
-    stock = _image(comfy, sample_graph(f"embedding:{CONCEPT} dog", lora=f"{CONCEPT}.safetensors", seed=5))
-    loaded = _image(comfy, sample_graph("unused", concept=CONCEPT, seed=5))
+    stock = saved_image(comfy, sample_graph(f"embedding:{CONCEPT} dog", lora=f"{CONCEPT}.safetensors", seed=5))
+    loaded = saved_image(comfy, sample_graph("unused", concept=CONCEPT, seed=5))
     assert np.array_equal(stock, loaded)
     # The training graph sampled from the Train node's own MODEL, CLIP and trigger: the same image.
     (from_train,) = comfy.images(trained["resumed"], "t_save")

@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 from comfy_server import ExecutionFailed, PromptBuilder
-from concept_checks import LOAD_WARNINGS, assert_stock_nodes_apply_the_concept
+from concept_checks import LOAD_WARNINGS, assert_stock_nodes_apply_the_concept, saved_image
 from graphs import concept_sample_graph, one_step_training_inputs, tiny_training_plan, txt2img
 
 from steer.benchmarks.random_diffusers import SDXL_G_WIDTH, TEXT_WIDTH
@@ -56,11 +56,6 @@ def sample_graph(prompt: str, lora: str | None = None, concept: str | None = Non
     return concept_sample_graph(lambda b: b.node("SteerTestSDXLTrainable", node_id="sdxl"), prompt, lora, concept, seed)
 
 
-def _image(comfy, prompt: dict) -> np.ndarray:
-    (image,) = comfy.images(comfy.run(prompt, timeout=TIMEOUT), "save")
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
 @pytest.fixture(scope="module")
 def trained(comfy):
     log_before = len(comfy.log_text())
@@ -85,13 +80,13 @@ def test_sdxl_training_writes_both_vectors_and_an_sdxl_unet_lora(comfy, trained)
     assert metadata["plan"]["resolution"] == 64  # a custom plan keeps its resolution on SDXL
 
 
-def test_stock_loaders_apply_the_sdxl_concept_without_warnings_and_change_the_image(comfy, trained):
-    assert_stock_nodes_apply_the_concept(comfy, lambda prompt, lora: _image(comfy, sample_graph(prompt, lora=lora)), CONCEPT)
+def test_stock_loaders_apply_the_sdxl_concept_without_warnings_and_change_thesaved_image(comfy, trained):
+    assert_stock_nodes_apply_the_concept(comfy, lambda prompt, lora: saved_image(comfy, sample_graph(prompt, lora=lora)), CONCEPT)
 
 
-def test_the_train_and_load_nodes_give_the_stock_nodes_image(comfy, trained):
-    stock = _image(comfy, sample_graph(f"embedding:{CONCEPT} dog", lora=f"{CONCEPT}.safetensors", seed=5))
-    assert np.array_equal(_image(comfy, sample_graph("unused", concept=CONCEPT, seed=5)), stock)
+def test_the_train_and_load_nodes_give_the_stock_nodessaved_image(comfy, trained):
+    stock = saved_image(comfy, sample_graph(f"embedding:{CONCEPT} dog", lora=f"{CONCEPT}.safetensors", seed=5))
+    assert np.array_equal(saved_image(comfy, sample_graph("unused", concept=CONCEPT, seed=5)), stock)
     (from_train,) = comfy.images(trained["result"], "t_save")
     assert np.array_equal(np.asarray(from_train.convert("RGB"), dtype=np.int16), stock)
 
